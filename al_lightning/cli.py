@@ -1,0 +1,57 @@
+"""``ActiveLearningCLI``: ``python train.py fit --config X.yaml`` runs a whole experiment."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any, Optional
+
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from al_lightning.callbacks import QueryCallback
+from al_lightning.data import ActiveDataModule
+from al_lightning.errors import ConfigurationError
+from al_lightning.models import ActiveClassifier
+
+
+class ActiveLearningCLI(LightningCLI):
+    """LightningCLI with the query callback always registered under ``--al.*``.
+
+    Namespaces: ``--data.*`` (:class:`ActiveDataModule`), ``--model.*``
+    (:class:`ActiveClassifier`), ``--al.*`` (:class:`QueryCallback`), ``--trainer.*``.
+    The number of classes flows from the data module into the model, and the per-round
+    epoch limit into the cosine schedule's period. The trainer runs until the callback
+    ends the last round (``max_epochs=-1``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", ActiveClassifier)
+        kwargs.setdefault("datamodule_class", ActiveDataModule)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(QueryCallback, "al")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("al.max_epochs", "model.t_max")
+        parser.set_defaults(
+            {
+                "trainer.max_epochs": -1,
+                "trainer.reload_dataloaders_every_n_epochs": 1,
+                "trainer.enable_checkpointing": False,
+                "trainer.num_sanity_val_steps": 0,
+            }
+        )
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """Entry point of ``train.py``: configuration mistakes end with one line, not a traceback."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must not wait on a hub for weights we load from files
+    # Our datasets are in memory or memory-light; Lightning's hint about worker counts is noise here.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    try:
+        ActiveLearningCLI(args=args)
+    except ConfigurationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,209 @@
+"""``ActiveDataModule``: the dataset, the pool and every loader an active-learning run needs."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+
+from al_lightning.data.datasets import SubsetView
+from al_lightning.data.oracle import SimulatedOracle
+from al_lightning.data.pool import ActivePool
+from al_lightning.data.sources import DatasetSplits, build_source
+from al_lightning.data.splits import balanced_subset, random_subset, stratified_split
+from al_lightning.errors import ConfigurationError
+from al_lightning.seeding import derive_seed, resolve_seed, seed_worker
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th item starting at ``rank``: a split of a dataset across ranks
+    with no padding, so that no item is scored or counted twice."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+class ActiveDataModule(pl.LightningDataModule):
+    """The training pool (labeled / unlabeled / held out), the test split, and their loaders.
+
+    The training set is split once, with a seed, into a class-stratified validation split
+    (``val_fraction``; labels known, used for early stopping, never queried) and the pool.
+    The initial pool of ``initial_pool_size`` points is drawn from the pool at random or
+    class-balanced and labeled by the oracle as round 0. The pool's state is saved in
+    Lightning checkpoints, so ``--ckpt_path`` resumes with the same labels.
+
+    Args:
+        dataset: source name: ``digits`` (bundled, the default), ``image_folder``, ``fake``.
+        path: dataset root or file, for sources that read one.
+        image_size: side of the model's input images (default: the source's own).
+        val_fraction: share of each class of the training set held out for early stopping.
+        initial_pool_size: points labeled before round 0 (0: the strategy picks them with
+            the untrained head, see the query callback).
+        initial_pool: ``random`` (uniform) or ``balanced`` (equal per class, reads labels).
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation, test and pool scoring (default 2× batch_size).
+        num_workers: data-loading worker processes.
+        seed: seeds the validation split, the initial pool and the shuffling (default:
+            ``seed_everything``'s seed).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        path: Optional[str] = None,
+        image_size: Optional[int] = None,
+        val_fraction: float = 0.1,
+        initial_pool_size: int = 100,
+        initial_pool: Literal["random", "balanced"] = "random",
+        batch_size: int = 128,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if initial_pool_size < 0:
+            raise ConfigurationError(f"initial_pool_size must be >= 0, got {initial_pool_size}")
+        self.source = build_source(dataset, path=path, image_size=image_size)
+        self.val_fraction = val_fraction
+        self.initial_pool_size = initial_pool_size
+        self.initial_pool = initial_pool
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.num_workers = num_workers
+        self.seed = resolve_seed(seed)
+        self.splits: Optional[DatasetSplits] = None
+        self.pool: Optional[ActivePool] = None
+        self.oracle: Optional[SimulatedOracle] = None
+        self._pending_state: Optional[dict[str, Any]] = None
+        self._loader_round, self._loader_epoch = -1, 0
+
+    # -- facts the model and callback need --------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (linked to ``--model.num_classes`` by the CLI)."""
+        return self.source.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        assert self.splits is not None, "call setup() first"
+        return self.splits.class_names
+
+    @property
+    def train_targets(self) -> Tensor:
+        assert self.splits is not None, "call setup() first"
+        return self.splits.train_targets
+
+    # -- set-up -------------------------------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits is not None:
+            return
+        self.splits = self.source.load()
+        self.oracle = SimulatedOracle(self.splits.train_targets)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "split"))
+        holdout = stratified_split(self.splits.train_targets, self.val_fraction, generator)
+        self.pool = ActivePool(len(self.splits.train_targets), holdout=holdout)
+        if self._pending_state is not None:
+            self.pool.load_state_dict(self._pending_state["pool"])
+            self._pending_state = None
+        elif self.initial_pool_size > 0:
+            self.label(self._draw_initial_pool(), round=0)
+
+    def _draw_initial_pool(self) -> Tensor:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "initial_pool"))
+        candidates = self.pool.unlabeled_indices()
+        if self.initial_pool == "balanced":
+            return balanced_subset(candidates, self.train_targets, self.initial_pool_size, self.num_classes, generator)
+        return random_subset(candidates, self.initial_pool_size, generator)
+
+    def label(self, indices: Tensor, round: int) -> Tensor:
+        """Ask the oracle for the labels of ``indices`` and record them in the pool as ``round``."""
+        labels = self.oracle.label(indices)
+        self.pool.label(indices, labels, round)
+        return labels
+
+    # -- loaders ------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        """The labeled set with training transforms and the oracle's labels, shuffled.
+
+        Lightning asks for it once per epoch (the query callback reloads loaders every epoch,
+        because the labeled set grows between rounds). Shuffling and worker seeds come from
+        (seed, round, epoch within the round), so a round replays exactly after a resume.
+        """
+        indices = self.pool.labeled_indices()
+        view = SubsetView(self.splits.train, indices, self.splits.train_transform, targets=self.pool.labels[indices])
+        round = self.pool.last_round
+        if round != self._loader_round:
+            self._loader_round, self._loader_epoch = round, 0
+        seed = derive_seed(self.seed, "train", round, self._loader_epoch)
+        self._loader_epoch += 1
+        return DataLoader(
+            view,
+            batch_size=self.batch_size,
+            sampler=RandomSampler(view, generator=torch.Generator().manual_seed(seed)),
+            num_workers=self.num_workers,
+            worker_init_fn=partial(seed_worker, base_seed=seed % 2**32),
+            generator=torch.Generator().manual_seed(seed),
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """The held-out validation split (true labels), eval transforms."""
+        view = SubsetView(self.splits.train, self.pool.holdout_indices(), self.splits.eval_transform)
+        return self._eval_loader(view)
+
+    def test_dataloader(self, sharded: bool = False) -> DataLoader:
+        """The test split, eval transforms. ``sharded``: only this rank's share."""
+        view = SubsetView(self.splits.test, torch.arange(len(self.splits.test)), self.splits.eval_transform)
+        return self._eval_loader(view, sharded)
+
+    def pool_dataloader(self, indices: Optional[Tensor] = None, sharded: bool = True) -> DataLoader:
+        """Pool indices (default: all unlabeled) with eval transforms; yields ``(image, pool_index)``.
+
+        ``sharded``: under DDP each rank gets every world_size-th item, with no repeats.
+        """
+        indices = self.pool.unlabeled_indices() if indices is None else indices
+        view = SubsetView(self.splits.train, indices, self.splits.eval_transform, with_index=True)
+        return self._eval_loader(view, sharded)
+
+    def _eval_loader(self, view: SubsetView, sharded: bool = False) -> DataLoader:
+        sampler = None
+        trainer = getattr(self, "trainer", None)
+        if sharded and trainer is not None and trainer.world_size > 1:
+            sampler = ShardSampler(len(view), trainer.global_rank, trainer.world_size)
+        return DataLoader(
+            view,
+            batch_size=self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    # -- files and checkpoints ------------------------------------------------------------
+    def save_pool_csv(self, log_dir: str | Path) -> Path:
+        """Rewrite ``pool.csv`` (``index,round``) in ``log_dir`` atomically."""
+        path = Path(log_dir) / "pool.csv"
+        self.pool.save_csv(path)
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.pool is None else {"pool": self.pool.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if self.pool is None:
+            self._pending_state = state_dict
+        else:
+            self.pool.load_state_dict(state_dict["pool"])

@@ -1,0 +1,52 @@
+"""Seeded draws of index sets: the validation split and the initial pool."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from al_lightning.errors import ConfigurationError
+
+
+def stratified_split(targets: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """Indices of a class-stratified random ``fraction`` of ``targets`` (sorted).
+
+    Each class contributes round(fraction · n_c) points (at least one if it has two or
+    more), so the split is as class-balanced as the data allows.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigurationError(f"val_fraction must be in [0, 1), got {fraction}")
+    chosen = []
+    for c in torch.unique(targets).tolist():
+        members = (targets == c).nonzero().squeeze(1)
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        take = round(fraction * members.numel())
+        if fraction > 0 and take == 0 and members.numel() >= 2:
+            take = 1
+        chosen.append(members[:take])
+    return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
+
+
+def random_subset(candidates: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` distinct elements of ``candidates``, uniformly at random."""
+    if size > candidates.numel():
+        raise ConfigurationError(
+            f"initial_pool_size={size} is larger than the {candidates.numel()} points in the pool; lower it"
+        )
+    return candidates[torch.randperm(candidates.numel(), generator=generator)[:size]]
+
+
+def balanced_subset(candidates: Tensor, targets: Tensor, size: int, num_classes: int, generator: torch.Generator) -> Tensor:
+    """``size`` elements of ``candidates`` with ⌊size/C⌋ (+1 for the first size mod C classes) per class."""
+    base, extra = divmod(size, num_classes)
+    chosen = []
+    for c in range(num_classes):
+        members = candidates[targets[candidates] == c]
+        take = base + (c < extra)
+        if take > members.numel():
+            raise ConfigurationError(
+                f"a class-balanced initial pool of {size} needs {take} points of class {c}, which has only "
+                f"{members.numel()} in the pool; lower initial_pool_size or use initial_pool=random"
+            )
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
+    return torch.cat(chosen)

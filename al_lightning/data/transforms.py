@@ -1,0 +1,38 @@
+"""Train and eval transforms for each kind of input, following the paper's settings."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+Transform = Callable
+
+
+def imagenet_transforms(image_size: int = 224) -> tuple[Transform, Transform]:
+    """RandomResizedCrop + flip for training; Resize(size/0.875) + CenterCrop for eval and scoring."""
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    evaluate = T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size), T.ToTensor(), normalize])
+    return train, evaluate
+
+
+def cifar_transforms(image_size: int = 32) -> tuple[Transform, Transform]:
+    """Random crop with 4-pixel padding + flip for training; normalisation only for eval."""
+    normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
+    resize = [T.Resize(image_size)] if image_size != 32 else []
+    train = T.Compose(resize + [T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    evaluate = T.Compose(resize + [T.ToTensor(), normalize])
+    return train, evaluate
+
+
+def tensor_transforms(image_size: int, mean: float = 0.5, std: float = 0.5) -> tuple[Transform, Transform]:
+    """For images already in a float tensor in [0, 1] (digits): random shifts, no flips."""
+    normalize = T.Normalize((mean,) * 3, (std,) * 3)
+    train = T.Compose([T.RandomCrop(image_size, padding=image_size // 8), normalize])
+    return train, normalize

@@ -1,0 +1,146 @@
+"""``ActiveClassifier``: a backbone and a linear head, fine-tuned or linearly evaluated."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from al_lightning.models.backbones import build_backbone
+from al_lightning.models.checkpoints import load_backbone_weights
+
+
+def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 and top-5 accuracy (top-k capped at the number of classes)."""
+    return MetricCollection(
+        {
+            "acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ActiveClassifier(pl.LightningModule):
+    """Backbone + linear head, trained from the same initial weights in every AL round.
+
+    The two training setups of the paper are one flag: ``freeze_backbone=False`` fine-tunes
+    end to end, ``freeze_backbone=True`` is linear evaluation (trunk in eval mode, no
+    gradients, only the head is optimised). :meth:`reset_weights` puts the backbone back to
+    its initial (SSP) weights and draws a fresh head; the query callback calls it at the
+    start of every round.
+
+    Args:
+        num_classes: C (linked from the data module by the CLI).
+        backbone: ``resnet18``/``resnet34``/``resnet50`` (torchvision) or any timm model name.
+        cifar_stem: 3×3 stride-1 stem without max-pool, for 32×32 images (torchvision ResNets).
+        pretrained: file with the backbone's initial weights (a plain ``state_dict``);
+            ``None`` starts from a random initialisation (fixed by the seed).
+        freeze_backbone: linear evaluation: train the head only.
+        freeze_bn_stats: keep BatchNorm in eval mode while fine-tuning (the SSP statistics
+            stay frozen, as the paper's code does); default: on when ``pretrained`` is given.
+        lr, momentum, weight_decay, nesterov: SGD settings.
+        scheduler: ``cosine`` (period ``t_max`` epochs), ``step`` (×``gamma`` every
+            ``step_size`` epochs) or ``constant``.
+        t_max: cosine period in epochs; the CLI links it to ``--al.max_epochs``.
+        head_init_std: the head's weights are drawn from N(0, std²), its bias is 0.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        backbone: str = "resnet18",
+        cifar_stem: bool = False,
+        pretrained: Optional[str] = None,
+        freeze_backbone: bool = False,
+        freeze_bn_stats: Optional[bool] = None,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        scheduler: Literal["cosine", "step", "constant"] = "cosine",
+        t_max: int = 200,
+        step_size: int = 20,
+        gamma: float = 0.1,
+        head_init_std: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem)
+        if pretrained:
+            load_backbone_weights(self.backbone, pretrained)
+        self.head = nn.Linear(self.feature_dim, num_classes)
+        self.freeze_backbone = freeze_backbone
+        self.freeze_bn_stats = bool(pretrained) if freeze_bn_stats is None else freeze_bn_stats
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+        # The weights every round starts from: kept off the module so they are not in checkpoints twice.
+        self._initial_backbone = copy.deepcopy({k: v.detach().cpu() for k, v in self.backbone.state_dict().items()})
+        self.reset_weights(seed=0)
+        self.val_metrics = accuracy_metrics(num_classes, "val/")
+        self.test_metrics = accuracy_metrics(num_classes, "test/")
+
+    # -- weights ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_weights(self, seed: int) -> None:
+        """Backbone back to its initial weights, head drawn anew from N(0, head_init_std²) with ``seed``."""
+        self.backbone.load_state_dict(self._initial_backbone)
+        generator = torch.Generator().manual_seed(seed)
+        weight = torch.randn(self.head.weight.shape, generator=generator) * self.hparams.head_init_std
+        self.head.weight.copy_(weight)
+        self.head.bias.zero_()
+
+    def train(self, mode: bool = True) -> "ActiveClassifier":
+        """Keep the frozen trunk (or its BatchNorm statistics) in eval mode during training."""
+        super().train(mode)
+        if mode and self.freeze_backbone:
+            self.backbone.eval()
+        elif mode and self.freeze_bn_stats:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    # -- forward ----------------------------------------------------------------------
+    def extract_features(self, images: Tensor) -> Tensor:
+        """(B, d) penultimate embeddings: the head's input."""
+        if self.freeze_backbone:
+            with torch.no_grad():
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.extract_features(images))
+
+    # -- Lightning steps --------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        loss = F.cross_entropy(self(images), targets)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=targets.numel())
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, targets), batch_size=targets.numel(), sync_dist=True)
+        self.val_metrics.update(logits, targets)
+        self.log_dict(self.val_metrics, batch_size=targets.numel())
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+        if hp.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp.t_max)
+        elif hp.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+        else:
+            scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

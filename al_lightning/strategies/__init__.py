@@ -1,0 +1,28 @@
+"""Query strategies: ``build(name, seed=...)`` → ``strategy.select(outputs, budget)``.
+
+Pure functions of model outputs on the pool (no Lightning, no data loading), so users who
+already have logits and embeddings can call them on their own arrays::
+
+    from al_lightning.strategies import PoolOutputs, build
+
+    outputs = PoolOutputs(index=pool_ids, logits=logits, weight=head.weight, bias=head.bias)
+    chosen = build("base").select(outputs, budget=1000)   # pool ids, in selection order
+
+Each strategy lives in its own module and registers itself with :func:`register`.
+"""
+
+from al_lightning.strategies.outputs import PoolOutputs
+from al_lightning.strategies.registry import available, build, get, register
+from al_lightning.strategies.strategy import RankedStrategy, Strategy
+
+# Importing the modules registers the strategies.
+from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
+    balanced_selection,
+    confidence,
+    entropy,
+    margin,
+    margin_selection,
+    random_sampling,
+)
+
+__all__ = ["PoolOutputs", "RankedStrategy", "Strategy", "available", "build", "get", "register"]

@@ -1,0 +1,30 @@
+"""MASE, Margin Selection: the points nearest to any decision boundary in feature space."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+from torch import Tensor
+
+from al_lightning.strategies.boundary import boundary_distance, weight_distance_table
+from al_lightning.strategies.outputs import PoolOutputs
+from al_lightning.strategies.registry import register
+from al_lightning.strategies.strategy import RankedStrategy
+
+
+@register("mase")
+class MarginSelection(RankedStrategy):
+    """Select the b points with the smallest distance to the head's decision boundary.
+
+    The paper's MASE (xi, Algorithm 1): DDB(x) = min over c ≠ p of (z_p − z_c)/‖w_p − w_c‖,
+    the exact feature-space distance to the multiclass boundary of a linear head, computed
+    from the logits and a C×C table of weight distances (never a (B, C, d) tensor).
+
+    Cost: O(C²·d) for the table, then O(N·C) time; O(C² + b) memory beyond one block of logits.
+    """
+
+    requires = ("logits", "weight")
+
+    def scorer(self, outputs: PoolOutputs) -> Callable[[Tensor], Tensor]:
+        return partial(boundary_distance, table=weight_distance_table(outputs.weight))

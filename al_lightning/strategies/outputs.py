@@ -1,0 +1,116 @@
+"""What a strategy sees of the model and the pool: :class:`PoolOutputs`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from al_lightning.errors import ConfigurationError
+
+#: Fields of :class:`PoolOutputs` that a strategy may require.
+OUTPUT_FIELDS = (
+    "logits",
+    "features",
+    "weight",
+    "bias",
+    "labeled_features",
+    "labeled_targets",
+    "targets",
+)
+
+
+@dataclass
+class PoolOutputs:
+    """Model outputs on the unlabeled pool, plus the linear head and the labeled set.
+
+    Only ``index`` is mandatory; a strategy says which other fields it needs
+    (``Strategy.requires``) and accepts ``None`` for the rest, so a caller computes only
+    what the chosen strategy uses (BASE and MASE need ``logits`` and ``weight``, not
+    ``features``).
+
+    Attributes:
+        index: (N,) pool indices of the scored points; ``select`` returns values from it.
+        logits: (N, C) head outputs.
+        features: (N, d) penultimate embeddings, the head's input.
+        weight: (C, d) weight of the linear head.
+        bias: (C,) bias of the linear head.
+        labeled_features: (M, d) embeddings of the labeled set.
+        labeled_targets: (M,) labels of the labeled set.
+        targets: (N,) true labels of the pool; only the cheating ``balanced_random``
+            baseline reads them.
+    """
+
+    index: Tensor
+    logits: Optional[Tensor] = None
+    features: Optional[Tensor] = None
+    weight: Optional[Tensor] = None
+    bias: Optional[Tensor] = None
+    labeled_features: Optional[Tensor] = None
+    labeled_targets: Optional[Tensor] = None
+    targets: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        self.index = torch.as_tensor(self.index, dtype=torch.long)
+        if self.index.dim() != 1:
+            raise ConfigurationError(f"PoolOutputs.index must be 1-D (N,), got shape {tuple(self.index.shape)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not isinstance(value, Tensor):
+                setattr(self, f.name, torch.as_tensor(value))
+        self._check_shapes()
+
+    def __len__(self) -> int:
+        return self.index.numel()
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """C, read from whichever of ``logits``, ``weight`` or ``bias`` is present."""
+        for value, dim in ((self.logits, 1), (self.weight, 0), (self.bias, 0)):
+            if value is not None:
+                return value.shape[dim]
+        return None
+
+    def _check_shapes(self) -> None:
+        n = len(self)
+        expected = {
+            "logits": (n, None),
+            "features": (n, None),
+            "targets": (n,),
+            "labeled_targets": (None,),
+            "bias": (None,),
+            "weight": (None, None),
+            "labeled_features": (None, None),
+        }
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if value.dim() != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+                want = "(" + ", ".join("N" if s == n else "*" if s is None else str(s) for s in shape) + ")"
+                raise ConfigurationError(
+                    f"PoolOutputs.{name} has shape {tuple(value.shape)}, expected {want} with N={n} "
+                    "(the length of `index`)"
+                )
+        c = self.num_classes
+        for name, dim in (("logits", 1), ("weight", 0), ("bias", 0)):
+            value = getattr(self, name)
+            if value is not None and value.shape[dim] != c:
+                raise ConfigurationError(
+                    f"PoolOutputs.{name} has {value.shape[dim]} classes but another field has {c}"
+                )
+        d = next((v.shape[1] for v in (self.features, self.weight, self.labeled_features) if v is not None), None)
+        for name in ("features", "weight", "labeled_features"):
+            value = getattr(self, name)
+            if value is not None and value.shape[1] != d:
+                raise ConfigurationError(f"PoolOutputs.{name} has feature dimension {value.shape[1]}, another field has {d}")
+        if self.labeled_features is not None and self.labeled_targets is not None:
+            if self.labeled_features.shape[0] != self.labeled_targets.shape[0]:
+                raise ConfigurationError(
+                    f"PoolOutputs.labeled_features has {self.labeled_features.shape[0]} rows but "
+                    f"labeled_targets has {self.labeled_targets.shape[0]}"
+                )
+        if self.index.numel() and self.index.unique().numel() != n:
+            raise ConfigurationError("PoolOutputs.index holds repeated pool indices; de-duplicate before selecting")
