@@ -48,8 +48,10 @@ class ActiveLearningCLI(LightningCLI):
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of ``train.py``: configuration mistakes end with one line, not a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must not wait on a hub for weights we load from files
-    # Our datasets are in memory or memory-light; Lightning's hint about worker counts is noise here.
+    # Early rounds have few labeled batches and in-memory datasets need no workers:
+    # Lightning's hints about both would repeat every round.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
     try:
         ActiveLearningCLI(args=args)
     except ConfigurationError as err:

@@ -159,7 +159,15 @@ class QueryCallback(pl.Callback):
             self._query(trainer, pl_module, datamodule, round=0)
         self._write_pool(trainer, datamodule)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run resumed from a checkpoint taken at an epoch's end skips the next
+        # on_train_epoch_start, so the first round's reset happens here.
+        self._start_round_if_needed(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_round_if_needed(trainer, pl_module)
+
+    def _start_round_if_needed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._needs_reset:
             return
         # Start the round from the initial weights with fresh optimizer, schedule and random streams.

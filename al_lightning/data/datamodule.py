@@ -87,7 +87,6 @@ class ActiveDataModule(pl.LightningDataModule):
         self.pool: Optional[ActivePool] = None
         self.oracle: Optional[SimulatedOracle] = None
         self._pending_state: Optional[dict[str, Any]] = None
-        self._loader_round, self._loader_epoch = -1, 0
 
     # -- facts the model and callback need --------------------------------------------
     @property
@@ -137,17 +136,14 @@ class ActiveDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """The labeled set with training transforms and the oracle's labels, shuffled.
 
-        Lightning asks for it once per epoch (the query callback reloads loaders every epoch,
+        Lightning asks for it every epoch (the query callback reloads loaders every epoch,
         because the labeled set grows between rounds). Shuffling and worker seeds come from
-        (seed, round, epoch within the round), so a round replays exactly after a resume.
+        (seed, round, epoch), so a run resumed at a round boundary replays exactly.
         """
         indices = self.pool.labeled_indices()
         view = SubsetView(self.splits.train, indices, self.splits.train_transform, targets=self.pool.labels[indices])
-        round = self.pool.last_round
-        if round != self._loader_round:
-            self._loader_round, self._loader_epoch = round, 0
-        seed = derive_seed(self.seed, "train", round, self._loader_epoch)
-        self._loader_epoch += 1
+        epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
+        seed = derive_seed(self.seed, "train", self.pool.last_round, epoch)
         return DataLoader(
             view,
             batch_size=self.batch_size,

@@ -123,7 +123,7 @@ class ActiveClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, targets = batch
         loss = F.cross_entropy(self(images), targets)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=targets.numel())
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=targets.numel(), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

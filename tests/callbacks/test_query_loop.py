@@ -1,0 +1,61 @@
+"""The query callback driving real rounds in-process: pool growth, clamping, records."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from al_lightning.callbacks import ROUND_COLUMNS, QueryCallback
+from al_lightning.data import ActiveDataModule
+from al_lightning.errors import ConfigurationError
+from al_lightning.models import ActiveClassifier
+from tests.conftest import read_csv
+
+
+def run(tmp_path, initial_pool_size=100, **al) -> tuple[ActiveDataModule, QueryCallback, pl.Trainer]:
+    datamodule = ActiveDataModule(dataset="digits", image_size=16, initial_pool_size=initial_pool_size, batch_size=64, eval_batch_size=512, seed=0)
+    model = ActiveClassifier(num_classes=10, backbone="resnet18", lr=0.05)
+    callback = QueryCallback(**{"strategy": "margin", "budget": 500, "rounds": 3, "max_epochs": 1, "seed": 0, "save_round_checkpoints": False, **al})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=-1, callbacks=[callback], default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return datamodule, callback, trainer
+
+
+def test_rounds_grow_the_pool_by_min_budget_unlabeled(tmp_path):
+    with pytest.warns(UserWarning, match=r"budget 500 exceeds the \d+ unlabeled points"):
+        datamodule, callback, trainer = run(tmp_path)
+    pool = datamodule.pool
+    pool_size = pool.size - int(pool.holdout.sum())
+    last = pool_size - 1100
+    assert 0 < last < 500
+    per_round = torch.bincount(pool.rounds[pool.labeled_mask].long()).tolist()
+    assert per_round == [100, 500, 500, last]  # the last round clamps to what is left
+    assert pool.num_unlabeled == 0
+    assert not (pool.labeled_mask & pool.holdout).any()  # validation indices are never queried
+    assert torch.equal(pool.labels[pool.labeled_mask], datamodule.train_targets[pool.labeled_mask])  # the oracle told the truth
+
+    rows = read_csv(tmp_path / "lightning_logs" / "version_0" / "rounds.csv")
+    assert list(rows[0]) == list(ROUND_COLUMNS)
+    assert [int(r["num_labeled"]) for r in rows] == [100, 600, 1100, pool_size]
+    assert [int(r["num_queried"]) for r in rows] == [100, 500, 500, last]
+    pool_rows = read_csv(tmp_path / "lightning_logs" / "version_0" / "pool.csv")
+    assert len(pool_rows) == pool_size and len({r["index"] for r in pool_rows}) == pool_size
+    assert trainer.current_epoch == 4  # one epoch per round, then the fit ended
+
+
+def test_empty_initial_pool_is_chosen_by_the_strategy(tmp_path):
+    datamodule, callback, _ = run(tmp_path, initial_pool_size=0, strategy="base", budget=30, rounds=1)
+    pool = datamodule.pool
+    assert torch.bincount(pool.rounds[pool.labeled_mask].long()).tolist() == [30, 30]
+    assert callback.history[0]["num_labeled"] == 30 and callback.history[0]["query_seconds"] > 0
+
+
+def test_bad_callback_settings():
+    with pytest.raises(ConfigurationError, match="unknown strategy 'bass'; choose one of: base"):
+        QueryCallback(strategy="bass")
+    with pytest.raises(ConfigurationError, match="does not take these arguments"):
+        QueryCallback(strategy="margin", strategy_args={"depth": 3})

@@ -1,0 +1,88 @@
+"""ActiveDataModule: validation split, initial pool, loaders and checkpoint state."""
+
+import pytest
+import torch
+
+from al_lightning.data import ActiveDataModule
+from al_lightning.errors import ConfigurationError
+
+
+def setup_dm(**kwargs) -> ActiveDataModule:
+    dm = ActiveDataModule(**{"dataset": "digits", "image_size": 16, "seed": 0, **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def test_validation_split_is_stratified_and_out_of_the_pool():
+    dm = setup_dm(val_fraction=0.1, initial_pool_size=30)
+    holdout = dm.pool.holdout_indices()
+    counts = dm.train_targets[holdout].bincount(minlength=10)
+    per_class = dm.train_targets.bincount(minlength=10)
+    assert torch.all((counts - 0.1 * per_class).abs() <= 0.5 + 1e-9)
+    assert not set(holdout.tolist()) & set(dm.pool.unlabeled_indices().tolist())
+    assert not set(holdout.tolist()) & set(dm.pool.labeled_indices().tolist())
+
+
+def test_initial_pool_is_seeded():
+    first, again, other = setup_dm(initial_pool_size=40), setup_dm(initial_pool_size=40), setup_dm(initial_pool_size=40, seed=1)
+    assert torch.equal(first.pool.labeled_indices(), again.pool.labeled_indices())
+    assert not torch.equal(first.pool.labeled_indices(), other.pool.labeled_indices())
+    assert first.pool.num_labeled == 40 and (first.pool.rounds[first.pool.labeled_mask] == 0).all()
+
+
+def test_balanced_initial_pool_has_equal_class_counts():
+    dm = setup_dm(initial_pool_size=43, initial_pool="balanced")
+    assert dm.pool.class_counts(10).tolist() == [5, 5, 5, 4, 4, 4, 4, 4, 4, 4]
+
+
+def test_loaders_serve_the_right_items():
+    dm = setup_dm(initial_pool_size=20, batch_size=8)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 3, 16, 16) and labels.shape == (8,)
+    assert sum(len(b[1]) for b in dm.train_dataloader()) == 20
+    assert sum(len(b[1]) for b in dm.val_dataloader()) == dm.pool.holdout_indices().numel()
+    assert sum(len(b[1]) for b in dm.test_dataloader()) == 359
+    pool_indices = torch.cat([index for _, index in dm.pool_dataloader()])
+    assert torch.equal(pool_indices, dm.pool.unlabeled_indices())
+
+
+def test_training_labels_come_from_the_pool_not_the_dataset():
+    dm = setup_dm(initial_pool_size=10, batch_size=10)
+    dm.pool.labels[dm.pool.labeled_mask] = 7  # what a (wrong) annotator answered
+    _, labels = next(iter(dm.train_dataloader()))
+    assert (labels == 7).all()
+
+
+def test_state_dict_restores_the_pool():
+    dm = setup_dm(initial_pool_size=20)
+    dm.label(dm.pool.unlabeled_indices()[:5], round=1)
+    fresh = ActiveDataModule(dataset="digits", image_size=16, seed=5, initial_pool_size=20)
+    fresh.load_state_dict(dm.state_dict())  # before setup, as Lightning may do
+    fresh.setup("fit")
+    assert torch.equal(fresh.pool.labeled_indices(), dm.pool.labeled_indices())
+    assert fresh.pool.last_round == 1
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigurationError, match="unknown dataset 'mnist'; choose one of: digits"):
+        ActiveDataModule(dataset="mnist")
+    with pytest.raises(ConfigurationError, match="dataset 'image_folder': path '/no/such/dir' does not exist"):
+        ActiveDataModule(dataset="image_folder", path="/no/such/dir")
+    with pytest.raises(ConfigurationError, match="initial_pool_size=5000 is larger than the"):
+        setup_dm(initial_pool_size=5000)
+
+
+def test_image_folder_layout(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(tmp_path / split / c / f"{i}.png")
+    dm = ActiveDataModule(dataset="image_folder", path=str(tmp_path), image_size=16, initial_pool_size=4, val_fraction=0.2)
+    assert dm.num_classes == 2
+    dm.setup("fit")
+    assert dm.class_names == ["cat", "dog"]
+    images, _ = next(iter(dm.train_dataloader()))
+    assert images.shape[1:] == (3, 16, 16)
