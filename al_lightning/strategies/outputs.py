@@ -19,6 +19,7 @@ OUTPUT_FIELDS = (
     "labeled_features",
     "labeled_targets",
     "targets",
+    "images",
 )
 
 
@@ -41,6 +42,8 @@ class PoolOutputs:
         labeled_targets: (M,) labels of the labeled set.
         targets: (N,) true labels of the pool; only the cheating ``balanced_random``
             baseline reads them.
+        images: (N, channels, H, W) the pool's images, for strategies that look at pixels
+            (VAAL); the query callback streams them batch by batch instead.
     """
 
     index: Tensor
@@ -51,6 +54,7 @@ class PoolOutputs:
     labeled_features: Optional[Tensor] = None
     labeled_targets: Optional[Tensor] = None
     targets: Optional[Tensor] = None
+    images: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         self.index = torch.as_tensor(self.index, dtype=torch.long)
@@ -112,5 +116,7 @@ class PoolOutputs:
                     f"PoolOutputs.labeled_features has {self.labeled_features.shape[0]} rows but "
                     f"labeled_targets has {self.labeled_targets.shape[0]}"
                 )
+        if self.images is not None and (self.images.dim() < 2 or self.images.shape[0] != n):
+            raise ConfigurationError(f"PoolOutputs.images has shape {tuple(self.images.shape)}, expected (N, ...) with N={n}")
         if self.index.numel() and self.index.unique().numel() != n:
             raise ConfigurationError("PoolOutputs.index holds repeated pool indices; de-duplicate before selecting")
