@@ -11,6 +11,11 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def rank() -> int:
+    """This process's rank (0 outside distributed runs)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
 def gather_rows(tensor: Tensor, device: torch.device | str) -> Tensor:
     """Concatenate ``tensor`` (rows may differ in number) from every rank, rank order, on every rank.
 

@@ -1,109 +1,151 @@
-"""Running the model over the pool (and the labeled set) to build a strategy's ``PoolOutputs``."""
+"""Running the model over the pool to feed a strategy: streamed batch by batch, or gathered whole."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from al_lightning.distributed import gather_rows
+from al_lightning.distributed import gather_rows, rank
 from al_lightning.models.classifier import ActiveClassifier
-from al_lightning.strategies import PoolOutputs
+from al_lightning.strategies import PoolOutputs, Strategy
+from al_lightning.strategies.reducers import Reducer
+from al_lightning.strategies.strategy import StreamingStrategy
+
+ForwardContext = Callable[[], AbstractContextManager]
+PER_POINT = ("logits", "features", "images")
 
 
-@torch.no_grad()
-def embed(
-    module: ActiveClassifier,
-    loader: DataLoader,
-    want_logits: bool,
-    want_features: bool,
-    device: torch.device,
-    forward_context: Callable[[], AbstractContextManager] = nullcontext,
-) -> dict[str, Tensor]:
-    """Eval-mode pass over ``loader`` (yielding ``(image, pool_index)``) on this rank.
-
-    Returns the float32 ``logits`` and/or ``features`` asked for, with ``index``, on the CPU.
-    ``forward_context`` makes the context each forward runs in (the precision plugin's autocast).
-    """
-    was_training = module.training
-    module.eval()
-    chunks: dict[str, list[Tensor]] = {"index": [], "logits": [], "features": []}
-    try:
-        for images, index in loader:
-            with forward_context():
-                features = module.extract_features(images.to(device, non_blocking=True))
-                logits = module.head(features) if want_logits else None
-            chunks["index"].append(index.cpu())
-            if want_logits:
-                chunks["logits"].append(logits.float().cpu())
-            if want_features:
-                chunks["features"].append(features.float().cpu())
-    finally:
-        module.train(was_training)
-    empty = {"index": (0,), "logits": (0, module.head.out_features), "features": (0, module.feature_dim)}
-    wanted = {"index": True, "logits": want_logits, "features": want_features}
-    return {
-        k: torch.cat(v) if v else torch.empty(empty[k], dtype=torch.long if k == "index" else torch.float32)
-        for k, v in chunks.items()
-        if wanted[k]
-    }
-
-
-def gather_outputs(local: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    """Every rank's rows of every field, concatenated and sorted by pool index.
-
-    Sorting makes the result independent of how the pool was sharded, so a 1-rank and a
-    2-rank run hand the strategy identical inputs.
-    """
-    gathered = {k: gather_rows(v, device) for k, v in local.items()}
-    order = torch.argsort(gathered["index"])
-    return {k: v[order] for k, v in gathered.items()}
-
-
-def pool_outputs(
-    fields: Iterable[str],
-    module: ActiveClassifier,
-    pool_indices: Tensor,
-    pool_loader: DataLoader,
-    labeled_loader: Optional[DataLoader],
-    labeled_targets: Optional[Tensor],
-    true_targets: Tensor,
-    device: torch.device,
-    forward_context: Callable[[], AbstractContextManager] = nullcontext,
-) -> PoolOutputs:
-    """Build the :class:`PoolOutputs` that carry ``fields`` (a strategy's ``requires``), and no more.
+class PoolScorer:
+    """Eval-mode passes of the classifier over this rank's shard of a loader.
 
     Args:
-        fields: PoolOutputs field names the strategy needs.
         module: the classifier, with the weights to score with.
-        pool_indices: all unlabeled pool indices (the index when no forward pass is needed).
-        pool_loader: the unlabeled pool, yielding ``(image, pool_index)``, this rank's shard.
-        labeled_loader: the labeled set in the same form (read only if labeled features are needed).
-        labeled_targets: (N_train,) oracle labels indexed by pool index (for ``labeled_targets``).
-        true_targets: (N_train,) dataset labels (only for the cheating ``targets`` field).
         device: the rank's device.
+        forward_context: makes the context each forward runs in (the precision plugin's autocast).
     """
-    fields = set(fields)
-    need_logits = "logits" in fields
-    need_features = "features" in fields
-    if need_logits or need_features:
-        scored = embed(module, pool_loader, need_logits, need_features, device, forward_context)
-        scored = gather_outputs(scored, device)
-    else:
-        scored = {"index": pool_indices}
-    outputs = PoolOutputs(index=scored["index"], logits=scored.get("logits"), features=scored.get("features"))
+
+    def __init__(self, module: ActiveClassifier, device: torch.device, forward_context: ForwardContext = nullcontext) -> None:
+        self.module = module
+        self.device = device
+        self.forward_context = forward_context
+
+    def head(self) -> PoolOutputs:
+        """The linear head as a :class:`PoolOutputs` with no points: what reducers are built from."""
+        return PoolOutputs(
+            index=torch.empty(0, dtype=torch.long),
+            weight=self.module.head.weight.detach().float(),
+            bias=self.module.head.bias.detach().float(),
+        )
+
+    @torch.no_grad()
+    def batches(self, loader: DataLoader, fields: Iterable[str]) -> Iterator[PoolOutputs]:
+        """Per-batch outputs with the per-point ``fields`` asked for (logits, features, images)."""
+        fields = set(fields)
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            for images, index in loader:
+                images = images.to(self.device, non_blocking=True)
+                values: dict[str, Tensor] = {}
+                if fields & {"logits", "features"}:
+                    with self.forward_context():
+                        features = self.module.extract_features(images)
+                        logits = self.module.head(features)
+                    if "logits" in fields:
+                        values["logits"] = logits.float()
+                    if "features" in fields:
+                        values["features"] = features.float()
+                if "images" in fields:
+                    values["images"] = images
+                yield PoolOutputs(index=index.to(self.device), **values)
+        finally:
+            self.module.train(was_training)
+
+    def gather(self, loader: DataLoader, fields: Iterable[str]) -> dict[str, Tensor]:
+        """All ranks' rows of ``fields`` (and ``index``), on the CPU, sorted by pool index.
+
+        Sorting makes the result independent of how the pool was sharded, so a 1-rank and a
+        2-rank run hand the strategy identical inputs.
+        """
+        fields = [f for f in PER_POINT if f in set(fields)]
+        columns: dict[str, list[Tensor]] = {f: [] for f in ["index", *fields]}
+        for chunk in self.batches(loader, fields):
+            for f in columns:
+                columns[f].append(getattr(chunk, f).cpu())
+        local = {f: torch.cat(v) if v else self._empty(f) for f, v in columns.items()}
+        gathered = {f: gather_rows(v, self.device) for f, v in local.items()}
+        order = torch.argsort(gathered["index"])
+        return {f: v[order] for f, v in gathered.items()}
+
+    def stream(self, reducer: Reducer, loader: DataLoader, fields: Iterable[str]) -> None:
+        """Feed this rank's batches to ``reducer``, then merge every other rank's state into it."""
+        for chunk in self.batches(loader, fields):
+            reducer.update(chunk)
+        states = gather_rows(reducer.state().unsqueeze(0), self.device)
+        for r, state in enumerate(states):
+            if r != rank():
+                reducer.merge_state(state)
+
+    def _empty(self, field: str) -> Tensor:
+        """A 0-row tensor of the right trailing shape, for a rank whose shard is empty."""
+        width = {"logits": self.module.head.out_features, "features": self.module.feature_dim}
+        if field == "index":
+            return torch.empty(0, dtype=torch.long)
+        if field == "images":
+            raise ValueError("an empty shard cannot describe its image shape; use a streaming strategy")
+        return torch.empty(0, width[field])
+
+
+def select_from_pool(
+    strategy: Strategy,
+    budget: int,
+    scorer: PoolScorer,
+    pool_loader: DataLoader,
+    pool_indices: Tensor,
+    labeled_loader: DataLoader,
+    labels: Tensor,
+    true_targets: Tensor,
+) -> Tensor:
+    """Pool indices chosen by ``strategy``: on every rank for streaming strategies, on rank 0 otherwise.
+
+    Streaming strategies reduce batch by batch (memory O(b) or O(C·b)) and every rank
+    finishes the merged reduction identically; the others get whole :class:`PoolOutputs`
+    with only the fields they require, gathered on every rank, and rank 0 selects (other
+    ranks return nothing: the caller broadcasts rank 0's answer).
+
+    Args:
+        pool_loader: this rank's shard of the pool to score, yielding ``(image, pool_index)``.
+        pool_indices: all pool indices to choose from (used as is when no forward pass is needed).
+        labeled_loader: this rank's shard of the labeled set, same form.
+        labels: (N_train,) labels by training index (-1 where unknown).
+        true_targets: (N_train,) the dataset's labels (only for the cheating ``targets`` field).
+    """
+    fields = set(strategy.requires)
+    per_point = fields & set(PER_POINT)
+    if isinstance(strategy, StreamingStrategy):
+        reducer = strategy.reducer(scorer.head(), budget)
+        scorer.stream(reducer, pool_loader, per_point)
+
+        def rescan(fresh: Reducer) -> None:
+            scorer.stream(fresh, pool_loader, per_point)
+
+        return reducer.finish(rescan).cpu()
+
+    scored = scorer.gather(pool_loader, per_point) if per_point else {"index": pool_indices}
+    outputs = PoolOutputs(**scored)
     if fields & {"weight", "bias"}:
-        outputs.weight = module.head.weight.detach().float().cpu()
-        outputs.bias = module.head.bias.detach().float().cpu()
-    if "labeled_features" in fields and labeled_loader is not None:
-        labeled = gather_outputs(embed(module, labeled_loader, False, True, device, forward_context), device)
+        head = scorer.head()
+        outputs.weight, outputs.bias = head.weight.cpu(), head.bias.cpu()
+    if "labeled_features" in fields:
+        labeled = scorer.gather(labeled_loader, ["features"])
         outputs.labeled_features = labeled["features"]
-        outputs.labeled_targets = labeled_targets[labeled["index"]]
+        outputs.labeled_targets = labels[labeled["index"]]
     elif "labeled_targets" in fields:
-        outputs.labeled_targets = labeled_targets[labeled_targets >= 0]
+        outputs.labeled_targets = labels[labels >= 0]
     if "targets" in fields:
         outputs.targets = true_targets[outputs.index]
-    return outputs
+    return strategy.select(outputs, budget) if rank() == 0 else torch.empty(0, dtype=torch.long)

@@ -17,12 +17,20 @@ from al_lightning.strategies.strategy import RankedStrategy, Strategy
 
 # Importing the modules registers the strategies.
 from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
+    badge,
+    balanced_random,
     balanced_selection,
+    balancing,
+    cluster_margin,
     confidence,
+    coreset,
     entropy,
     margin,
     margin_selection,
+    partitioned_badge,
+    partitioned_coreset,
     random_sampling,
+    vaal,
 )
 
 __all__ = ["PoolOutputs", "RankedStrategy", "Strategy", "available", "build", "get", "register"]

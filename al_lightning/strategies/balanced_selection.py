@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.boundary import class_boundary_distances, weight_distance_table
-from al_lightning.strategies.outputs import PoolOutputs
-from al_lightning.strategies.ranking import key_ids, key_scores, score_keys
+from al_lightning.strategies.boundary import class_boundary_distances, inverse_distance_table
+from al_lightning.strategies.outputs import PoolOutputs, check_finite_logits
+from al_lightning.strategies.ranking import key_ids, key_scores, score_keys, smallest_keys
+from al_lightning.strategies.reducers import EMPTY_KEY, Reducer
 from al_lightning.strategies.registry import register
-from al_lightning.strategies.strategy import Strategy, chunk_rows
+from al_lightning.strategies.strategy import StreamingStrategy
 
-_EMPTY = torch.iinfo(torch.int64).max
+#: Above this share of (point, class) pairs passing the thresholds, a block is merged densely.
+_DENSE_SHARE = 0.125
 
 
 def class_quotas(budget: int, num_classes: int) -> list[int]:
@@ -23,45 +27,120 @@ def class_quotas(budget: int, num_classes: int) -> list[int]:
 class ClassCandidates:
     """For each class, the ``depth`` smallest (distance, id) keys seen so far.
 
-    A running reduction over blocks of points: memory O(C·depth), and a block costs one
-    comparison per (point, class) once the lists are full, because only points below a
-    class's current depth-th distance can enter its list.
+    Memory O(C·depth). Once the lists are full a block costs one comparison per (point,
+    class): only points below a class's current depth-th distance can enter its list, and
+    after the first blocks those are few.
     """
 
-    def __init__(self, num_classes: int, depth: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, depth: int) -> None:
         self.depth = depth
-        self.keys = torch.full((num_classes, depth), _EMPTY, dtype=torch.int64, device=device)
-        self.thresholds = torch.full((num_classes,), torch.inf, device=device)
+        self.keys = torch.full((num_classes, depth), EMPTY_KEY, dtype=torch.int64)
+        self.thresholds = torch.full((num_classes,), torch.inf)
 
     def update(self, distances: Tensor, ids: Tensor) -> None:
-        """Fold in a (B, C) block of class distances for points ``ids`` (B,)."""
+        """Fold in a (B, C) block of class distances for the points ``ids`` (B,)."""
+        distances, ids = distances.cpu(), ids.cpu()
         passing = distances <= self.thresholds[None, :]
-        rows, classes = passing.nonzero(as_tuple=True)
-        if rows.numel() == 0:
+        count = int(passing.sum())
+        if count == 0:
             return
-        new_keys = score_keys(distances[rows, classes], ids[rows])
-        num_classes = self.keys.shape[0]
-        all_classes = torch.cat([torch.arange(num_classes, device=classes.device).repeat_interleave(self.depth), classes])
-        all_keys = torch.cat([self.keys.reshape(-1), new_keys])
-        # Group by class, ascending key inside a class; keep the first `depth` of each group.
-        order = torch.argsort(all_keys, stable=True)
-        order = order[torch.argsort(all_classes[order], stable=True)]
-        all_classes, all_keys = all_classes[order], all_keys[order]
-        starts = torch.searchsorted(all_classes, torch.arange(num_classes, device=classes.device))
-        rank = torch.arange(all_classes.numel(), device=classes.device) - starts[all_classes]
+        if count > _DENSE_SHARE * passing.numel():
+            block = smallest_keys(score_keys(distances, ids[:, None]).T, self.depth, dim=1)
+            self._merge_rows(torch.arange(self.keys.shape[0]), block)
+            return
+        rows, classes = passing.nonzero(as_tuple=True)
+        keys = score_keys(distances[rows, classes], ids[rows])
+        # Group the new keys by class, ascending; keep at most `depth` per class.
+        order = torch.argsort(keys, stable=True)
+        order = order[torch.argsort(classes[order], stable=True)]
+        classes, keys = classes[order], keys[order]
+        touched, counts = torch.unique_consecutive(classes, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(classes.numel()) - torch.repeat_interleave(starts, counts)
         keep = rank < self.depth
-        self.keys[all_classes[keep], rank[keep]] = all_keys[keep]
-        full = self.keys[:, -1] != _EMPTY
-        self.thresholds = torch.where(full, key_scores(self.keys[:, -1]), torch.inf)
+        block = torch.full((touched.numel(), self.depth), EMPTY_KEY, dtype=torch.int64)
+        slot = torch.repeat_interleave(torch.arange(touched.numel()), counts)
+        block[slot[keep], rank[keep]] = keys[keep]
+        self._merge_rows(touched, block)
+
+    def merge(self, keys: Tensor) -> None:
+        """Absorb another candidate table of the same shape (seen on other blocks)."""
+        self._merge_rows(torch.arange(self.keys.shape[0]), keys.cpu())
+
+    def _merge_rows(self, rows: Tensor, block: Tensor) -> None:
+        merged = torch.cat([self.keys[rows], block], dim=1).sort(dim=1).values[:, : self.depth]
+        self.keys[rows] = merged
+        last = merged[:, -1]
+        self.thresholds[rows] = torch.where(last != EMPTY_KEY, key_scores(last), torch.inf)
 
     def column(self, c: int) -> list[int]:
         """Ids of class ``c``'s candidates, nearest first."""
         keys = self.keys[c]
-        return key_ids(keys[keys != _EMPTY]).tolist()
+        return key_ids(keys[keys != EMPTY_KEY]).tolist()
+
+
+class BalancedSelectionReducer(Reducer):
+    """Streaming BASE: per-class candidate lists, then the greedy class loop.
+
+    Args:
+        inverse: (C, C) inverse weight-distance table of the head.
+        quotas: picks per class.
+        depth: candidates kept per class.
+        classes: keep lists only for these classes (a widening pass for one class).
+    """
+
+    def __init__(self, inverse: Tensor, quotas: list[int], depth: int, classes: Optional[list[int]] = None) -> None:
+        self.inverse = inverse
+        self.quotas = quotas
+        self.classes = classes
+        self.candidates = ClassCandidates(len(classes) if classes is not None else len(quotas), depth)
+
+    def update(self, chunk: PoolOutputs) -> None:
+        if len(chunk) == 0:
+            return
+        check_finite_logits(chunk.logits, chunk.index)
+        distances = class_boundary_distances(chunk.logits, self.inverse)
+        if self.classes is not None:
+            distances = distances[:, self.classes]
+        self.candidates.update(distances, chunk.index)
+
+    def state(self) -> Tensor:
+        return self.candidates.keys.clone()
+
+    def merge_state(self, state: Tensor) -> None:
+        self.candidates.merge(state)
+
+    def finish(self, rescan: Optional[Callable[[Reducer], None]] = None) -> Tensor:
+        taken: set[int] = set()
+        picked: list[int] = []
+        for c, quota in enumerate(self.quotas):
+            column = self.candidates.column(c)
+            position = 0
+            while quota > 0:
+                if position == len(column):
+                    column = self._widen(c, len(column), rescan)
+                candidate = column[position]
+                position += 1
+                if candidate not in taken:
+                    taken.add(candidate)
+                    picked.append(candidate)
+                    quota -= 1
+        return torch.tensor(picked, dtype=torch.long)
+
+    def _widen(self, c: int, seen: int, rescan: Optional[Callable[[Reducer], None]]) -> list[int]:
+        """Class ``c`` ran out of candidates: rescan the pool for a 4× longer list of it alone."""
+        if rescan is None:
+            raise RuntimeError(f"BASE: class {c} needs more than {seen} candidates and no rescan was provided")
+        wider = BalancedSelectionReducer(self.inverse, self.quotas, max(4 * seen, 16), classes=[c])
+        rescan(wider)
+        column = wider.candidates.column(0)
+        if len(column) <= seen:
+            raise RuntimeError(f"BASE: class {c} has only {len(column)} candidates; the budget exceeds the pool")
+        return column
 
 
 @register("base")
-class BalancedSelection(Strategy):
+class BalancedSelection(StreamingStrategy):
     """For each class in turn, select its quota of points nearest to that class's boundary.
 
     The paper's BASE (Algorithm 2, as its code runs it): classes are visited in order
@@ -70,18 +149,19 @@ class BalancedSelection(Strategy):
     skipping points an earlier class already took. Balance comes from the *predicted*
     classes: no true label is read.
 
-    Exact and cheap: each class keeps only its ``depth`` nearest candidates (a few times its
-    quota; points near several boundaries are candidates of several classes) in a running
-    reduction over blocks of logits; a class whose list runs out is widened by re-scanning
-    the logits for that class alone, so the result equals a full sort per class.
+    Streaming and exact: each class keeps only its ``depth`` nearest candidates (a few
+    times its quota; points near several boundaries are candidates of several classes) in
+    a running reduction over blocks of logits, mergeable across DDP ranks. A class whose
+    list runs out during the greedy loop is widened by rescanning the pool for that class
+    alone, so the result equals a full sort per class.
 
-    Cost: O(C²·d) for the weight-distance table, O(N·C) time, O(C·depth + C²) memory beyond
-    one block of logits.
+    Cost: O(C²·d) for the weight-distance table, O(N·C) time, O(C·depth + C²) memory
+    (never N×C).
 
     Args:
         seed: unused (BASE is deterministic); accepted for a uniform interface.
         depth_factor: candidates kept per class, as a multiple of its quota.
-        min_depth: candidates kept per class at least (beyond its quota).
+        min_depth: candidates kept per class at least beyond its quota.
     """
 
     requires = ("logits", "weight")
@@ -91,40 +171,7 @@ class BalancedSelection(Strategy):
         self.depth_factor = depth_factor
         self.min_depth = min_depth
 
-    def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
-        logits = outputs.logits
-        n, num_classes = logits.shape
-        table = weight_distance_table(outputs.weight)
-        quotas = class_quotas(budget, num_classes)
-        depth = min(n, max(self.depth_factor * max(quotas), max(quotas) + self.min_depth))
-        candidates = self._scan(logits, table, depth)
-
-        taken: set[int] = set()
-        picked: list[int] = []
-        for c, quota in enumerate(quotas):
-            column = candidates.column(c)
-            position = 0
-            while quota > 0:
-                if position == len(column):
-                    column = self._scan(logits, table, min(n, 4 * len(column)), only_class=c).column(0)
-                candidate = column[position]
-                position += 1
-                if candidate not in taken:
-                    taken.add(candidate)
-                    picked.append(candidate)
-                    quota -= 1
-        return torch.tensor(picked, dtype=torch.long)
-
-    @staticmethod
-    def _scan(logits: Tensor, table: Tensor, depth: int, only_class: int | None = None) -> ClassCandidates:
-        """Candidate lists of every class (or of ``only_class``) over all rows of ``logits``."""
-        num_classes = 1 if only_class is not None else logits.shape[1]
-        candidates = ClassCandidates(num_classes, depth, device=logits.device)
-        step = chunk_rows(logits.shape[1])
-        for start in range(0, logits.shape[0], step):
-            distances = class_boundary_distances(logits[start : start + step], table)
-            if only_class is not None:
-                distances = distances[:, only_class : only_class + 1]
-            ids = torch.arange(start, start + distances.shape[0], device=logits.device)
-            candidates.update(distances, ids)
-        return candidates
+    def reducer(self, head: PoolOutputs, budget: int) -> BalancedSelectionReducer:
+        quotas = class_quotas(budget, head.weight.shape[0])
+        depth = max(self.depth_factor * max(quotas), max(quotas) + self.min_depth)
+        return BalancedSelectionReducer(inverse_distance_table(head.weight), quotas, depth)

@@ -2,7 +2,7 @@
 
 For a linear head z = W h + b, the boundary between classes p and c is the hyperplane
 z_p = z_c, and the distance from h to it is |z_p − z_c| / ‖w_p − w_c‖. With a C×C table of
-‖w_i − w_j‖ (from the Gram matrix W Wᵀ) every distance costs O(1) per (point, class) after
+1/‖w_i − w_j‖ (from the Gram matrix W Wᵀ) every distance costs O(1) per (point, class) after
 the forward pass: O(N·C) for the pool, where the paper's code built a (B, C, d) tensor of
 w_p − w_c per batch, O(N·C·d).
 """
@@ -14,10 +14,10 @@ from torch import Tensor
 
 
 def weight_distance_table(weight: Tensor) -> Tensor:
-    """(C, C) table of ‖w_i − w_j‖ between the head's class weight vectors.
+    """(C, C) table of ‖w_i − w_j‖ between the head's class weight vectors, in float64.
 
-    Computed in float64 from the Gram matrix (‖w_i‖² + ‖w_j‖² − 2 w_i·w_j), which avoids
-    the cancellation that float32 would suffer for nearby weight vectors.
+    From the Gram matrix (‖w_i‖² + ‖w_j‖² − 2 w_i·w_j) in float64, which avoids the
+    cancellation that float32 would suffer for nearby weight vectors.
     """
     w = weight.detach().to(torch.float64)
     gram = w @ w.T
@@ -27,38 +27,48 @@ def weight_distance_table(weight: Tensor) -> Tensor:
     return table
 
 
-def pairwise_boundary_distances(logits: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+def inverse_distance_table(weight: Tensor) -> Tensor:
+    """(C, C) float32 table of 1/‖w_i − w_j‖, 0 on the diagonal.
+
+    Two classes with identical weight vectors have no boundary: their entry is the largest
+    float, so a positive logit gap becomes +inf (an exact tie stays at distance 0).
+    """
+    table = weight_distance_table(weight)
+    inverse = torch.where(table > 0, 1.0 / table, torch.finfo(torch.float32).max)
+    inverse.fill_diagonal_(0.0)
+    return inverse.to(device=weight.device, dtype=torch.float32)
+
+
+def pairwise_boundary_distances(logits: Tensor, inverse: Tensor) -> tuple[Tensor, Tensor]:
     """Distances from each point to the boundary between its predicted class and every class.
 
     Args:
         logits: (B, C) head outputs.
-        table: (C, C) :func:`weight_distance_table` of the head.
+        inverse: (C, C) :func:`inverse_distance_table` of the head.
 
     Returns:
-        ``(distances, predicted)``: (B, C) float32 distances, (z_p − z_c)/‖w_p − w_c‖ for
-        c ≠ p and +inf at c = p (or where w_p = w_c, where no boundary exists), and the
-        (B,) predicted classes p.
+        ``(distances, predicted)``: (B, C) float32 distances (z_p − z_c)/‖w_p − w_c‖, +inf
+        at c = p, and the (B,) predicted classes p.
     """
     logits = logits.detach().to(torch.float32)
-    predicted = logits.argmax(dim=1)
-    gaps = logits.gather(1, predicted[:, None]) - logits
-    norms = table.to(device=logits.device, dtype=torch.float32)[predicted]
-    distances = torch.where(norms > 0, gaps / norms.clamp_min(torch.finfo(torch.float32).tiny), torch.inf)
+    top, predicted = logits.max(dim=1)
+    distances = top[:, None] - logits
+    distances.mul_(inverse.to(logits.device).index_select(0, predicted))
     distances.scatter_(1, predicted[:, None], torch.inf)
     return distances, predicted
 
 
-def boundary_distance(logits: Tensor, table: Tensor) -> Tensor:
+def boundary_distance(logits: Tensor, inverse: Tensor) -> Tensor:
     """(B,) distance from each point to the nearest decision boundary of the head (MASE's DDB).
 
     The region where the prediction changes is the union of the half-spaces z_c ≥ z_p, so
     the exact distance is the smallest pairwise boundary distance.
     """
-    distances, _ = pairwise_boundary_distances(logits, table)
+    distances, _ = pairwise_boundary_distances(logits, inverse)
     return distances.min(dim=1).values
 
 
-def class_boundary_distances(logits: Tensor, table: Tensor) -> Tensor:
+def class_boundary_distances(logits: Tensor, inverse: Tensor) -> Tensor:
     """(B, C) distance of each point to the boundary of each class c, as BASE ranks them.
 
     For c ≠ p (the predicted class) it is the distance to the boundary between p and c,
@@ -66,6 +76,6 @@ def class_boundary_distances(logits: Tensor, table: Tensor) -> Tensor:
     the distance to the nearest boundary (MASE's DDB): how far it is from leaving class c.
     This follows the paper's code (its DCSDB for c ≠ p is the pairwise boundary).
     """
-    distances, predicted = pairwise_boundary_distances(logits, table)
+    distances, predicted = pairwise_boundary_distances(logits, inverse)
     nearest = distances.min(dim=1, keepdim=True).values
     return distances.scatter_(1, predicted[:, None], nearest)

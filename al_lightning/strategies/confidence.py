@@ -23,8 +23,8 @@ class ConfidenceSampling(RankedStrategy):
     The paper's Confidence Sampler (vii) (Settles 2010, least confidence). Unlike the
     published code, scores stay aligned with pool indices.
 
-    Cost: O(N·C) time; O(b) memory beyond one block of logits.
+    Cost: O(N·C) time; O(b) memory, streamed batch by batch (never N×C).
     """
 
-    def scorer(self, outputs: PoolOutputs) -> Callable[[Tensor], Tensor]:
-        return max_probability
+    def scorer(self, head: PoolOutputs) -> Callable[[PoolOutputs], Tensor]:
+        return lambda chunk: max_probability(chunk.logits)

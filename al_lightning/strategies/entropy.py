@@ -24,8 +24,8 @@ class EntropySampling(RankedStrategy):
     Classic uncertainty sampling (Shannon entropy; Settles 2010). Not in the paper's
     comparison, included because users expect it.
 
-    Cost: O(N·C) time; O(b) memory beyond one block of logits.
+    Cost: O(N·C) time; O(b) memory, streamed batch by batch (never N×C).
     """
 
-    def scorer(self, outputs: PoolOutputs) -> Callable[[Tensor], Tensor]:
-        return negative_entropy
+    def scorer(self, head: PoolOutputs) -> Callable[[PoolOutputs], Tensor]:
+        return lambda chunk: negative_entropy(chunk.logits)

@@ -24,8 +24,8 @@ class MarginSampling(RankedStrategy):
     The paper's Margin Sampler (viii) (Scheffer et al. 2001; Settles 2010). The paper's text
     describes the margin of the logits; its code, which we follow, takes the softmax.
 
-    Cost: O(N·C) time; O(b) memory beyond one block of logits.
+    Cost: O(N·C) time; O(b) memory, streamed batch by batch (never N×C).
     """
 
-    def scorer(self, outputs: PoolOutputs) -> Callable[[Tensor], Tensor]:
-        return softmax_margin
+    def scorer(self, head: PoolOutputs) -> Callable[[PoolOutputs], Tensor]:
+        return lambda chunk: softmax_margin(chunk.logits)

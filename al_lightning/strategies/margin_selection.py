@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable
 
 from torch import Tensor
 
-from al_lightning.strategies.boundary import boundary_distance, weight_distance_table
+from al_lightning.strategies.boundary import boundary_distance, inverse_distance_table
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import RankedStrategy
@@ -21,10 +20,11 @@ class MarginSelection(RankedStrategy):
     the exact feature-space distance to the multiclass boundary of a linear head, computed
     from the logits and a C×C table of weight distances (never a (B, C, d) tensor).
 
-    Cost: O(C²·d) for the table, then O(N·C) time; O(C² + b) memory beyond one block of logits.
+    Cost: O(C²·d) for the table, then O(N·C) time; O(C² + b) memory, streamed batch by batch.
     """
 
     requires = ("logits", "weight")
 
-    def scorer(self, outputs: PoolOutputs) -> Callable[[Tensor], Tensor]:
-        return partial(boundary_distance, table=weight_distance_table(outputs.weight))
+    def scorer(self, head: PoolOutputs) -> Callable[[PoolOutputs], Tensor]:
+        inverse = inverse_distance_table(head.weight)
+        return lambda chunk: boundary_distance(chunk.logits, inverse)

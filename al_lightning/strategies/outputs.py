@@ -120,3 +120,17 @@ class PoolOutputs:
             raise ConfigurationError(f"PoolOutputs.images has shape {tuple(self.images.shape)}, expected (N, ...) with N={n}")
         if self.index.numel() and self.index.unique().numel() != n:
             raise ConfigurationError("PoolOutputs.index holds repeated pool indices; de-duplicate before selecting")
+
+
+def check_finite_logits(logits: Tensor, index: Tensor) -> None:
+    """Refuse to rank NaN or infinite logits: they mean a broken model, not an uncertain one."""
+    if bool(torch.isfinite(logits.sum(dtype=torch.float64))):  # one pass, no N×C mask: the usual case
+        return
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        bad_rows = (~finite).any(dim=1).nonzero().squeeze(1)
+        raise ConfigurationError(
+            f"logits hold NaN or infinite values for {bad_rows.numel()} of {logits.shape[0]} points "
+            f"(pool indices {index[bad_rows[:5].to(index.device)].tolist()}...); "
+            "check the model (diverged training, fp16 overflow) before querying"
+        )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import abc
 import warnings
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.strategies.outputs import PoolOutputs
-from al_lightning.strategies.ranking import key_ids, score_keys, smallest_keys
+from al_lightning.strategies.outputs import PoolOutputs, check_finite_logits
+
+if TYPE_CHECKING:
+    from al_lightning.strategies.reducers import Reducer
 
 
 class Strategy(abc.ABC):
@@ -63,14 +65,7 @@ class Strategy(abc.ABC):
                     f"strategies that do without it: {others}"
                 )
         if "logits" in self.requires:
-            finite = torch.isfinite(outputs.logits)
-            if not bool(finite.all()):
-                bad_rows = (~finite).any(dim=1).nonzero().squeeze(1)
-                raise ConfigurationError(
-                    f"logits hold NaN or infinite values for {bad_rows.numel()} of {len(outputs)} points "
-                    f"(pool indices {outputs.index[bad_rows[:5].to(outputs.index.device)].tolist()}...); "
-                    "check the model (diverged training, fp16 overflow) before querying"
-                )
+            check_finite_logits(outputs.logits, outputs.index)
 
     def generator(self) -> torch.Generator:
         """A fresh CPU generator seeded with ``self.seed``."""
@@ -89,33 +84,68 @@ def chunk_rows(num_classes: int, elements: int = 1 << 22) -> int:
     return max(1, elements // max(1, num_classes))
 
 
-class RankedStrategy(Strategy):
+def iter_chunks(outputs: PoolOutputs, rows: int) -> Iterator[PoolOutputs]:
+    """Row blocks of ``outputs`` whose ``index`` is the block's *positions* in ``outputs``.
+
+    Per-point fields are sliced; head and labeled-set fields are shared by every block.
+    """
+    per_point = ("logits", "features", "targets", "images")
+    shared = {f: getattr(outputs, f) for f in ("weight", "bias", "labeled_features", "labeled_targets")}
+    for start in range(0, len(outputs), rows):
+        stop = min(start + rows, len(outputs))
+        sliced = {f: getattr(outputs, f)[start:stop] for f in per_point if getattr(outputs, f) is not None}
+        yield PoolOutputs(index=torch.arange(start, stop), **sliced, **shared)
+
+
+class StreamingStrategy(Strategy):
+    """A strategy that reduces the pool block by block: memory independent of N.
+
+    :meth:`reducer` returns a :class:`~al_lightning.strategies.reducers.Reducer`; the query
+    callback feeds it the pool batch by batch on every rank and merges the ranks' states.
+    ``select`` on dense outputs runs the same reducer over row blocks, so both paths pick
+    exactly the same points.
+    """
+
+    def block_rows(self, outputs: PoolOutputs) -> int:
+        """Points per block when selecting from dense outputs: ~4M values of a (rows, C) block."""
+        return chunk_rows(outputs.num_classes or 1)
+
+    @abc.abstractmethod
+    def reducer(self, head: PoolOutputs, budget: int) -> "Reducer":
+        """A fresh reducer for ``budget`` picks; ``head`` carries the fields shared by all
+        blocks (``weight``, ``bias``), its per-point fields are not read."""
+
+    def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
+        rows = self.block_rows(outputs)
+        reducer = self.reducer(outputs, budget)
+        for chunk in iter_chunks(outputs, rows):
+            reducer.update(chunk)
+
+        def rescan(fresh: "Reducer") -> None:
+            for chunk in iter_chunks(outputs, rows):
+                fresh.update(chunk)
+
+        return reducer.finish(rescan)
+
+
+class RankedStrategy(StreamingStrategy):
     """Score every point on its own, select the ``budget`` lowest scores.
 
     The "score, then rank" split (as in baal's heuristics): a subclass only supplies
     :meth:`scorer`. Ranking uses :mod:`~al_lightning.strategies.ranking` keys, so ties go to
-    the smaller pool position and a batch-by-batch reduction selects exactly the same points.
+    the smaller id and a batch-by-batch reduction selects exactly the same points.
     """
 
     requires: ClassVar[tuple[str, ...]] = ("logits",)
 
     @abc.abstractmethod
-    def scorer(self, outputs: PoolOutputs) -> Callable[[Tensor], Tensor]:
-        """A function from a (B, C) block of logits to (B,) scores; lower is queried first.
+    def scorer(self, head: PoolOutputs) -> Callable[[PoolOutputs], Tensor]:
+        """A function from a block of outputs to its (B,) scores; lower is queried first.
 
-        ``outputs`` gives access to the head (``weight``, ``bias``) for scores that need it.
+        ``head`` gives access to the linear head (``weight``, ``bias``) for scores that need it.
         """
 
-    def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
-        score = self.scorer(outputs)
-        logits = outputs.logits
-        step = chunk_rows(logits.shape[1])
-        best = None
-        for start in range(0, logits.shape[0], step):
-            block = logits[start : start + step]
-            ids = torch.arange(start, start + block.shape[0], device=block.device)
-            keys = score_keys(score(block), ids)
-            if best is not None:
-                keys = torch.cat([best, keys])
-            best = smallest_keys(keys, budget)
-        return key_ids(best)
+    def reducer(self, head: PoolOutputs, budget: int) -> "Reducer":
+        from al_lightning.strategies.reducers import RankedReducer
+
+        return RankedReducer(self.scorer(head), budget, check_logits="logits" in self.requires)

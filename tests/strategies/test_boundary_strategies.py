@@ -9,7 +9,7 @@ import torch
 
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.balanced_selection import class_quotas
-from al_lightning.strategies.boundary import boundary_distance, weight_distance_table
+from al_lightning.strategies.boundary import boundary_distance, inverse_distance_table, weight_distance_table
 
 # Head: w0 = (1, 0), w1 = (0, 1), w2 = (-1, 0), no bias. ‖w0−w1‖ = ‖w1−w2‖ = √2, ‖w0−w2‖ = 2.
 WEIGHT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -40,7 +40,7 @@ def test_toy_distances_match_hand_computation():
     out = toy_outputs()
     assert out.logits.argmax(1).tolist() == [TOY[n][1] for n in NAMES]
     expected = torch.tensor([TOY[n][2] for n in NAMES])
-    assert torch.allclose(boundary_distance(out.logits, weight_distance_table(WEIGHT)), expected, atol=1e-6)
+    assert torch.allclose(boundary_distance(out.logits, inverse_distance_table(WEIGHT)), expected, atol=1e-6)
 
 
 def test_mase_on_the_toy():
@@ -107,5 +107,7 @@ def test_identical_class_weights_have_no_boundary():
     weight = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     table = weight_distance_table(weight)
     assert table[0, 1] == 0 and table[0, 2] == pytest.approx(math.sqrt(2))
-    logits = torch.tensor([[2.0, 2.0, 0.0]])
-    assert torch.isfinite(boundary_distance(logits, table)).all()
+    # h = (2, 0.5) with biases (0, -1, 0): z = (2, 1, 0.5). The gap to class 1 never closes,
+    # so the nearest boundary is class 2's, at 1.5/√2.
+    logits = torch.tensor([[2.0, 1.0, 0.5]])
+    assert boundary_distance(logits, inverse_distance_table(weight)).item() == pytest.approx(1.5 / math.sqrt(2))

@@ -24,14 +24,25 @@ def make_outputs(n: int = 60, num_classes: int = 4, dim: int = 8, seed: int = 0)
         labeled_features=labeled,
         labeled_targets=torch.arange(10) % num_classes,
         targets=torch.randint(0, num_classes, (n,), generator=g),
+        images=torch.rand(n, 3, 8, 8, generator=g),
     )
+
+
+def prepared(name: str, seed: int = 0, outputs: PoolOutputs | None = None):
+    """The strategy, ready to select: VAAL first trains its networks a few steps on the pool's images."""
+    if name != "vaal":
+        return build(name, seed=seed)
+    strategy = build("vaal", seed=seed, width=8, latent_dim=4, crop_size=8)
+    images = (outputs or make_outputs()).images
+    strategy.fit(images[:10], images[10:], steps=2, batch_size=8)
+    return strategy
 
 
 @pytest.mark.parametrize("name", available())
 @pytest.mark.parametrize("budget", [1, 7, 60])
 def test_select_returns_distinct_pool_indices(name, budget):
     outputs = make_outputs()
-    chosen = build(name, seed=3).select(outputs, budget)
+    chosen = prepared(name, 3, outputs).select(outputs, budget)
     assert chosen.dtype == torch.long
     assert chosen.numel() == budget
     assert chosen.unique().numel() == budget
@@ -41,26 +52,26 @@ def test_select_returns_distinct_pool_indices(name, budget):
 @pytest.mark.parametrize("name", available())
 def test_same_seed_same_selection(name):
     outputs = make_outputs()
-    assert torch.equal(build(name, seed=1).select(outputs, 9), build(name, seed=1).select(outputs, 9))
+    assert torch.equal(prepared(name, 1, outputs).select(outputs, 9), prepared(name, 1, outputs).select(outputs, 9))
 
 
 @pytest.mark.parametrize("name", available())
 def test_budget_zero_returns_nothing(name):
-    assert build(name).select(make_outputs(), 0).numel() == 0
+    assert prepared(name).select(make_outputs(), 0).numel() == 0
 
 
 @pytest.mark.parametrize("name", available())
 def test_budget_beyond_pool_is_clamped_with_a_warning(name):
     outputs = make_outputs(n=12)
     with pytest.warns(UserWarning, match="larger than the 12 points"):
-        chosen = build(name).select(outputs, 50)
+        chosen = prepared(name, outputs=outputs).select(outputs, 50)
     assert sorted(chosen.tolist()) == sorted(outputs.index.tolist())
 
 
 @pytest.mark.parametrize("name", available())
 def test_needs_only_the_fields_it_declares(name):
     full = make_outputs()
-    strategy = build(name)
+    strategy = prepared(name, outputs=full)
     partial = PoolOutputs(index=full.index, **{f: getattr(full, f) for f in strategy.requires})
     assert strategy.select(partial, 5).numel() == 5
 

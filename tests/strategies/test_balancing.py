@@ -1,0 +1,193 @@
+"""Class-balancing strategies: the cheating balanced random baseline and the Balancing sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import al_lightning.strategies.balanced_random  # noqa: F401
+import al_lightning.strategies.balancing  # noqa: F401
+from al_lightning.strategies import PoolOutputs, build
+
+
+def class_counts(chosen: torch.Tensor, targets: torch.Tensor, num_classes: int) -> list[int]:
+    return torch.bincount(targets[chosen], minlength=num_classes).tolist()
+
+
+# ---------------------------------------------------------------- balanced_random
+
+
+def test_balanced_random_is_exactly_balanced_and_reads_only_targets():
+    g = torch.Generator().manual_seed(0)
+    targets = torch.arange(100) % 4
+    bare = PoolOutputs(index=torch.arange(100), targets=targets)
+    assert build("balanced_random").requires == ("targets",)
+    chosen = build("balanced_random", seed=5).select(bare, 22)
+    assert class_counts(chosen, targets, 4) == [6, 6, 5, 5]  # ⌊22/4⌋ + [c < 22 mod 4]
+    # Every prefix is balanced too (round-robin order).
+    assert class_counts(chosen[:8], targets, 4) == [2, 2, 2, 2]
+    # Model outputs play no part.
+    logits, features = torch.randn(100, 4, generator=g), torch.randn(100, 3, generator=g)
+    full = PoolOutputs(index=torch.arange(100), targets=targets, logits=logits, features=features)
+    assert torch.equal(build("balanced_random", seed=5).select(full, 22), chosen)
+
+
+def test_balanced_random_is_random_within_each_class():
+    outputs = PoolOutputs(index=torch.arange(100), targets=torch.arange(100) % 4)
+    picks = {tuple(sorted(build("balanced_random", seed=s).select(outputs, 8).tolist())) for s in range(5)}
+    assert len(picks) > 1
+
+
+def test_balanced_random_gives_a_short_class_shortfall_to_the_others():
+    targets = torch.tensor([0] * 10 + [1] * 10 + [2])
+    outputs = PoolOutputs(index=torch.arange(21), targets=targets)
+    # Quotas [3, 3, 3]; class 2 has one point, the two missing are shared evenly.
+    assert class_counts(build("balanced_random").select(outputs, 9), targets, 3) == [4, 4, 1]
+    # Quotas for 8: [3, 3, 2]; water-filled to [3, 3, 1] plus one for a random class with points to spare.
+    seen = {tuple(class_counts(build("balanced_random", seed=s).select(outputs, 8), targets, 3)) for s in range(9)}
+    assert seen == {(4, 3, 1), (3, 4, 1)}
+
+
+def test_balanced_random_counts_classes_absent_from_the_pool():
+    targets = torch.arange(40) % 3
+    # C = 4 from the logits: class 3 has no point in the pool, its quota goes to the others.
+    outputs = PoolOutputs(index=torch.arange(40), targets=targets, logits=torch.zeros(40, 4))
+    chosen = build("balanced_random").select(outputs, 12)
+    assert class_counts(chosen, targets, 4) == [4, 4, 4, 0]
+
+
+# ---------------------------------------------------------------- balancing
+
+
+def replay(outputs: PoolOutputs, picks: list[int], num_classes: int) -> list[str]:
+    """Walk a balancing selection, recomputing everything from scratch at every step.
+
+    At each step: the (assumed) counts decide the regime; in the balancing regime the pick
+    must be the unpicked argmin of ‖x − μ_r‖² / min over majority m of ‖x − μ_m‖ for the
+    rarest class r (for a class without labels: the point farthest from every centre).
+    Returns each step's kind, "target <class>" or "random".
+    """
+    x = outputs.features.double()
+    labeled = outputs.labeled_targets
+    counts = torch.bincount(labeled, minlength=num_classes).double()
+    has_centre = counts > 0
+    centres = torch.zeros(num_classes, x.shape[1], dtype=torch.float64)
+    for c in has_centre.nonzero().flatten().tolist():
+        centres[c] = outputs.labeled_features[labeled == c].double().mean(0)
+    dist = torch.cdist(x, centres)  # (N, C)
+    taken = torch.zeros(len(x), dtype=torch.bool)
+    kinds = []
+    for step, pick in enumerate(picks):
+        mean = counts.mean()
+        majority = counts > mean
+        minority = ~majority
+        remaining = len(picks) - step
+        gap = minority.sum() * (counts[majority].mean() - counts[minority].mean()) if majority.any() else -1
+        in_regime = remaining <= gap + 1e-9
+        if in_regime:
+            rarest = int(counts.argmin())
+            if has_centre[rarest]:
+                score = dist[:, rarest] ** 2 / dist[:, majority & has_centre].min(1).values
+            else:
+                score = -dist[:, has_centre].min(1).values
+            score[taken] = torch.inf
+            assert pick == int(score.argmin()), f"step {step}: class {rarest} wants {int(score.argmin())}, not {pick}"
+            kinds.append(f"target {rarest}")
+            counts[rarest] += 1
+        else:
+            kinds.append("random")
+            nearest = dist[pick].masked_fill(~has_centre, torch.inf).argmin()
+            counts[nearest] += 1
+        assert not taken[pick]
+        taken[pick] = True
+    return kinds
+
+
+def imbalanced_outputs(num_classes: int = 4, labeled_per_class: tuple[int, ...] = (20, 10, 2, 1)) -> PoolOutputs:
+    """200 points in Gaussian blobs, one per class; the labeled set is imbalanced as given."""
+    g = torch.Generator().manual_seed(0)
+    means = 3 * torch.randn(num_classes, 5, generator=g)
+    pool_targets = torch.randint(0, num_classes, (200,), generator=g)
+    labeled_targets = torch.cat([torch.full((k,), c) for c, k in enumerate(labeled_per_class)])
+    return PoolOutputs(
+        index=torch.arange(1000, 1200),
+        features=means[pool_targets] + torch.randn(200, 5, generator=g),
+        labeled_features=means[labeled_targets] + torch.randn(len(labeled_targets), 5, generator=g),
+        labeled_targets=labeled_targets,
+        logits=torch.zeros(200, num_classes),
+    )
+
+
+def test_balancing_always_serves_the_least_labeled_class():
+    outputs = imbalanced_outputs()
+    # Counts [20, 10, 2, 1]: the gap 2 × (15 − 1.5) = 27 exceeds the budget throughout.
+    chosen = build("balancing").select(outputs, 12)
+    kinds = replay(outputs, (chosen - 1000).tolist(), 4)
+    # Class 3, then 2, alternating; the majority set shrinks to {0} on the way (mean passes 10).
+    assert kinds == ["target 3", "target 2"] * 6
+    assert torch.equal(build("balancing", seed=7).select(outputs, 12), chosen)  # no randomness
+
+
+def test_balancing_targets_a_class_without_labels_first():
+    outputs = imbalanced_outputs(num_classes=5)  # C = 5 from the logits; class 4 has no labels
+    chosen = build("balancing").select(outputs, 6)
+    kinds = replay(outputs, (chosen - 1000).tolist(), 5)
+    assert kinds == ["target 4", "target 3", "target 4", "target 2", "target 3", "target 4"]
+
+
+def test_balancing_divides_by_the_nearest_majority_centre():
+    # Rarest class 0 at the origin; majority classes 1 at (3, 0) and 2 at (−30, 0).
+    labeled_features = torch.tensor([[0.0, 0.0]] + [[3.0, 0.0]] * 5 + [[-30.0, 0.0]] * 5)
+    labeled_targets = torch.tensor([0] + [1] * 5 + [2] * 5)
+    # Both candidates are 1 from the origin. a = (1, 0): nearest majority 2 away, farthest 31;
+    # b = (0, 1): nearest √10, farthest √901. Nearest: 1/2 vs 1/√10 → b. Farthest would pick a.
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    outputs = PoolOutputs(
+        index=torch.tensor([10, 11]),
+        features=features,
+        labeled_features=labeled_features,
+        labeled_targets=labeled_targets,
+    )
+    assert build("balancing").select(outputs, 1).tolist() == [11]
+
+
+def test_balancing_ranks_a_point_on_a_majority_centre_last():
+    # Classes 0 (rarest) and 1 (majority) share the centre (0, 0): the point there scores 0/0.
+    outputs = PoolOutputs(
+        index=torch.tensor([10, 11]),
+        features=torch.tensor([[0.0, 0.0], [1.0, 0.0]]),
+        labeled_features=torch.zeros(6, 2),
+        labeled_targets=torch.tensor([0] + [1] * 5),
+    )
+    assert build("balancing").select(outputs, 1).tolist() == [11]
+
+
+def switch_outputs() -> PoolOutputs:
+    """Class 0: 5 labels at the origin; class 1: 1 label at (10, 0); every pool point is nearer the origin."""
+    features = torch.stack([torch.linspace(-3.0, 4.9, 30), torch.zeros(30)], dim=1)
+    return PoolOutputs(
+        index=torch.arange(30),
+        features=features,
+        labeled_features=torch.tensor([[0.0, 0.0]] * 5 + [[10.0, 0.0]]),
+        labeled_targets=torch.tensor([0] * 5 + [1]),
+    )
+
+
+@pytest.mark.parametrize(
+    "budget, kinds",
+    [
+        # Counts [5, 1]: gap 1 × (5 − 1) = 4, so a budget of 4 is balanced from the start.
+        (4, ["target 1"] * 4),
+        # 8 > 4: random; the pick is assumed class 0 → [6, 1], gap 5 < 7: random → [7, 1], gap 6 = 6.
+        (8, ["random", "random"] + ["target 1"] * 6),
+    ],
+)
+def test_balancing_picks_at_random_outside_the_balancing_regime(budget, kinds):
+    outputs = switch_outputs()
+    chosen = build("balancing").select(outputs, budget)
+    assert replay(outputs, chosen.tolist(), 2) == kinds
+    # Targeted picks go to the points nearest class 1, largest x first.
+    targeted = [p for p, k in zip(chosen.tolist(), kinds) if k != "random"]
+    assert sorted(targeted, reverse=True) == targeted
+    firsts = {int(build("balancing", seed=s).select(outputs, budget)[0]) for s in range(6)}
+    assert (len(firsts) > 1) == (kinds[0] == "random")
