@@ -20,8 +20,8 @@ class ActiveLearningCLI(LightningCLI):
 
     Namespaces: ``--data.*`` (:class:`ActiveDataModule`), ``--model.*``
     (:class:`ActiveClassifier`), ``--al.*`` (:class:`QueryCallback`), ``--trainer.*``.
-    The number of classes flows from the data module into the model, and the per-round
-    epoch limit into the cosine schedule's period. The trainer runs until the callback
+    The number of classes (and, for a features file, the embedding size) flows from the
+    data module into the model, and the per-round epoch limit into the cosine schedule's period. The trainer runs until the callback
     ends the last round (``max_epochs=-1``).
     """
 
@@ -34,6 +34,7 @@ class ActiveLearningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(QueryCallback, "al")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
         parser.link_arguments("al.max_epochs", "model.t_max")
         parser.set_defaults(
             {

@@ -63,7 +63,7 @@ def test_print_config_shows_every_namespace(cli, tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("--al.strategy=bogus", "unknown strategy 'bogus'; choose one of: base, "),
+        ("--al.strategy=bogus", "unknown strategy 'bogus'; choose one of: badge, balanced_random, "),
         ("--model.backbone=resnet51", "unknown backbone 'resnet51'; choose one of resnet18"),
         ("--data.dataset=image_folder --data.path=/no/such/folder", "dataset 'image_folder': path '/no/such/folder' does not exist"),
     ],

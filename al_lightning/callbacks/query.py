@@ -20,7 +20,7 @@ from al_lightning.errors import ConfigurationError
 from al_lightning.metrics import class_entropy, imbalance_ratio, write_csv
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.seeding import derive_seed, resolve_seed, seed_rngs
-from al_lightning.strategies import Strategy, build, get
+from al_lightning.strategies import Strategy, TrainsWithClassifier, build
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,11 @@ class QueryCallback(pl.Callback):
         labeled_subset: Optional[int] = None,
         save_round_checkpoints: bool = True,
     ) -> None:
-        get(strategy)  # fail at start-up, with the list of choices, on an unknown name
         if budget < 0 or rounds < 0 or max_epochs < 1:
             raise ConfigurationError(f"need budget >= 0, rounds >= 0, max_epochs >= 1; got {budget}, {rounds}, {max_epochs}")
         self.strategy_name = strategy
         self.strategy_args = dict(strategy_args or {})
-        build(strategy, **self.strategy_args)  # fail early on bad arguments too
+        self.strategy = build(strategy, **self.strategy_args)
         self.budget = budget
         self.rounds = rounds
         self.max_epochs = max_epochs
@@ -130,7 +129,12 @@ class QueryCallback(pl.Callback):
 
     def strategy_for_round(self, round: int) -> Strategy:
         """The strategy, seeded for ``round`` so each round draws fresh but reproducible randomness."""
-        return build(self.strategy_name, **{"seed": derive_seed(self.seed, "strategy", round), **self.strategy_args})
+        self.strategy.seed = derive_seed(self.seed, "strategy", round)
+        return self.strategy
+
+    @property
+    def trains_with_classifier(self) -> bool:
+        return isinstance(self.strategy, TrainsWithClassifier)
 
     @staticmethod
     def _datamodule(trainer: pl.Trainer) -> ActiveDataModule:
@@ -161,6 +165,11 @@ class QueryCallback(pl.Callback):
             trainer.should_stop = True
             return
         if self.round == 0 and datamodule.pool.num_labeled == 0:
+            if self.trains_with_classifier:
+                raise ConfigurationError(
+                    f"strategy '{self.strategy_name}' trains alongside the classifier, so it cannot choose the "
+                    "initial pool; set --data.initial_pool_size to more than 0"
+                )
             # No initial pool: round 0's labels are the strategy's pick with the untrained head.
             pl_module.reset_weights(derive_seed(self.seed, "head", 0))
             self._query(trainer, pl_module, datamodule, round=0)
@@ -178,11 +187,25 @@ class QueryCallback(pl.Callback):
         if not self._needs_reset:
             return
         # Start the round from the initial weights with fresh optimizer, schedule and random streams.
+        datamodule = self._datamodule(trainer)
         pl_module.reset_weights(derive_seed(self.seed, "head", self.round))
+        pl_module.update_class_weights(datamodule.pool.class_counts(datamodule.num_classes))
         seed_rngs(derive_seed(self.seed, "round", self.round))
         trainer.strategy.setup_optimizers(trainer)
+        if self.trains_with_classifier:
+            self.strategy.reset(derive_seed(self.seed, "strategy networks", self.round), pl_module.device)
+            self._unlabeled_batches = datamodule.unlabeled_batches(derive_seed(self.seed, "unlabeled", self.round, trainer.global_rank))
         self._reset_round_progress()
         self._needs_reset = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self.trains_with_classifier or batch is None:
+            return
+        unlabeled = next(self._unlabeled_batches, None)
+        if unlabeled is None:  # the pool is exhausted, or the batch's images were all unreadable
+            return
+        losses = self.strategy.train_step(batch[0], unlabeled[0].to(pl_module.device))
+        pl_module.log_dict({f"{self.strategy_name}/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=len(batch[0]))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs_in_round += 1
@@ -237,7 +260,10 @@ class QueryCallback(pl.Callback):
         metrics = pl_module.test_metrics
         metrics.reset()
         try:
-            for images, targets in datamodule.test_dataloader(sharded=True):
+            for batch in datamodule.test_dataloader(sharded=True):
+                if batch is None:  # all skipped as unreadable
+                    continue
+                images, targets = batch
                 with trainer.precision_plugin.forward_context():
                     logits = pl_module(images.to(pl_module.device))
                 metrics.update(logits.float(), targets.to(pl_module.device))

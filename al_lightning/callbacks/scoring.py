@@ -48,7 +48,10 @@ class PoolScorer:
         was_training = self.module.training
         self.module.eval()
         try:
-            for images, index in loader:
+            for batch in loader:
+                if batch is None:  # every image unreadable and skipped: nothing to score
+                    continue
+                images, index = batch
                 images = images.to(self.device, non_blocking=True)
                 values: dict[str, Tensor] = {}
                 if fields & {"logits", "features"}:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
-from al_lightning.data.datasets import SubsetView
+from al_lightning.data.datasets import SubsetView, collate_skipping_none
 from al_lightning.data.oracle import SimulatedOracle
 from al_lightning.data.pool import ActivePool
 from al_lightning.data.sources import DatasetSplits, build_source
@@ -56,6 +56,11 @@ class ActiveDataModule(pl.LightningDataModule):
         num_workers: data-loading worker processes.
         seed: seeds the validation split, the initial pool and the shuffling (default:
             ``seed_everything``'s seed).
+        download: fetch the dataset if it is missing (``cifar10``, ``cifar10_lt``).
+        imbalance_ratio: largest over smallest class size of ``cifar10_lt``.
+        split_dir: folder of ImageNet-LT's split files (default: ``path``).
+        skip_corrupt: leave out unreadable images (each named in a warning) instead of
+            stopping at the first one.
     """
 
     def __init__(
@@ -70,12 +75,25 @@ class ActiveDataModule(pl.LightningDataModule):
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
         seed: Optional[int] = None,
+        download: bool = False,
+        imbalance_ratio: float = 10.0,
+        split_dir: Optional[str] = None,
+        skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if initial_pool_size < 0:
             raise ConfigurationError(f"initial_pool_size must be >= 0, got {initial_pool_size}")
-        self.source = build_source(dataset, path=path, image_size=image_size)
+        self.source = build_source(
+            dataset,
+            path=path,
+            image_size=image_size,
+            download=download,
+            imbalance_ratio=imbalance_ratio,
+            split_dir=split_dir,
+            skip_corrupt=skip_corrupt,
+        )
+        self.download = download
         self.val_fraction = val_fraction
         self.initial_pool_size = initial_pool_size
         self.initial_pool = initial_pool
@@ -95,6 +113,11 @@ class ActiveDataModule(pl.LightningDataModule):
         return self.source.num_classes
 
     @property
+    def input_dim(self) -> Optional[int]:
+        """Embedding size when the dataset is precomputed features (linked to ``--model.input_dim``), else None."""
+        return getattr(self.source, "input_dim", None)
+
+    @property
     def class_names(self) -> list[str]:
         assert self.splits is not None, "call setup() first"
         return self.splits.class_names
@@ -105,6 +128,11 @@ class ActiveDataModule(pl.LightningDataModule):
         return self.splits.train_targets
 
     # -- set-up -------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download once per node (Lightning calls this on one process) before every rank loads."""
+        if self.download:
+            self.source.load()
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits is not None:
             return
@@ -152,7 +180,26 @@ class ActiveDataModule(pl.LightningDataModule):
             worker_init_fn=partial(seed_worker, base_seed=seed % 2**32),
             generator=torch.Generator().manual_seed(seed),
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_skipping_none,
         )
+
+    def unlabeled_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Endless shuffled batches of unlabeled images with training transforms, as ``(image, pool_index)``.
+
+        For strategies that train on the unlabeled pool alongside the classifier (VAAL).
+        """
+        view = SubsetView(self.splits.train, self.pool.unlabeled_indices(), self.splits.train_transform, with_index=True)
+        generator = torch.Generator().manual_seed(seed)
+        while len(view):
+            yield from DataLoader(
+                view,
+                batch_size=self.batch_size,
+                sampler=RandomSampler(view, generator=generator),
+                num_workers=self.num_workers,
+                worker_init_fn=partial(seed_worker, base_seed=seed % 2**32),
+                pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_skipping_none,
+            )
 
     def val_dataloader(self) -> DataLoader:
         """The held-out validation split (true labels), eval transforms."""
@@ -184,6 +231,7 @@ class ActiveDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_skipping_none,
         )
 
     # -- files and checkpoints ------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""Small dataset wrappers: in-memory image tensors, and views of a subset with their own transform."""
+"""Small dataset wrappers: in-memory images and features, views of a subset with their own
+transform, and a collate function that drops skipped items."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 
 class TensorImageDataset(Dataset):
@@ -65,11 +68,66 @@ class SubsetView(Dataset):
     def __len__(self) -> int:
         return self.indices.numel()
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
+    def __getitem__(self, i: int) -> Optional[tuple[Any, int]]:
         index = int(self.indices[i])
-        image, target = self.dataset[index]
+        item = self.dataset[index]
+        if item is None:  # an unreadable image that the source was told to skip
+            return None
+        image, target = item
         if self.transform is not None:
             image = self.transform(image)
         if self.with_index:
             return image, index
         return image, int(self.targets[i]) if self.targets is not None else int(target)
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in one (N, H, W, 3) uint8 array (CIFAR's in-memory form), with (N,) targets.
+
+    Items are ``(PIL image, target)``, as torchvision's CIFAR10 gives them, so PIL-based
+    transforms (random crop with padding, flips) apply unchanged.
+    """
+
+    def __init__(self, images: np.ndarray, targets: Tensor) -> None:
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        if images.shape[0] != targets.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {targets.shape[0]} targets")
+        self.images = images
+        self.targets = targets.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[i]), int(self.targets[i])
+
+
+class FeatureDataset(Dataset):
+    """Precomputed (N, D) feature vectors with (N,) targets; items are ``(float32 vector, target)``.
+
+    The features may be memory-mapped and in any float dtype: each vector is read and cast on
+    access, so a file larger than memory still works with a float32 model.
+    """
+
+    def __init__(self, features: Tensor, targets: Tensor) -> None:
+        if features.shape[0] != targets.shape[0]:
+            raise ValueError(f"{features.shape[0]} feature rows but {targets.shape[0]} targets")
+        self.features = features
+        self.targets = targets.long()
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.features[i].float(), int(self.targets[i])
+
+
+def collate_skipping_none(batch: list[Any]) -> Any:
+    """``default_collate`` over the items that are not ``None``; ``None`` if every item was.
+
+    Datasets built with ``skip_corrupt=True`` return ``None`` for an unreadable image; this
+    drops those items so one bad file costs one sample, not the run.
+    """
+    items = [item for item in batch if item is not None]
+    return default_collate(items) if items else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from typing import Callable, Optional
 
 import torch.nn as nn
 from torchvision import models as tv_models
@@ -18,15 +18,21 @@ TORCHVISION_BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_backbone(name: str, cifar_stem: bool = False) -> tuple[nn.Module, int]:
+def build_backbone(name: str, cifar_stem: bool = False, input_dim: Optional[int] = None) -> tuple[nn.Module, int]:
     """A randomly initialised trunk that maps images to (B, d) embeddings, and d.
 
     Args:
-        name: ``resnet18``/``resnet34``/``resnet50`` (torchvision) or any timm model name
-            (``vit_small_patch16_224``, ``convnext_tiny``, ...); ``timm/NAME`` forces timm.
+        name: ``resnet18``/``resnet34``/``resnet50`` (torchvision), any timm model name
+            (``vit_small_patch16_224``, ``convnext_tiny``, ...; ``timm/NAME`` forces timm), or
+            ``identity`` for inputs that already are embeddings (a features file).
         cifar_stem: for 32×32 images: a 3×3 stride-1 first convolution and no max-pool
             (torchvision ResNets only), as SimCLR's CIFAR ResNets.
+        input_dim: the embedding size, for ``identity``.
     """
+    if name == "identity":
+        if not input_dim:
+            raise ConfigurationError("backbone 'identity' needs the embedding size: use it with --data.dataset=features")
+        return nn.Identity(), input_dim
     if name in TORCHVISION_BACKBONES:
         net = TORCHVISION_BACKBONES[name](weights=None)
         if cifar_stem:
@@ -43,8 +49,8 @@ def build_backbone(name: str, cifar_stem: bool = False) -> tuple[nn.Module, int]
         close = difflib.get_close_matches(timm_name, timm.list_models(), n=5)
         hint = f"; close timm names: {', '.join(close)}" if close else ""
         raise ConfigurationError(
-            f"unknown backbone '{name}'; choose one of {', '.join(TORCHVISION_BACKBONES)} (torchvision) "
-            f"or a timm model name (timm.list_models()){hint}"
+            f"unknown backbone '{name}'; choose one of {', '.join(TORCHVISION_BACKBONES)} (torchvision), "
+            f"identity (for a features file) or a timm model name (timm.list_models()){hint}"
         )
     if cifar_stem:
         raise ConfigurationError(f"cifar_stem applies to the torchvision ResNets only, not to timm's '{timm_name}'")

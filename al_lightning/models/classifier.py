@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
@@ -39,9 +38,11 @@ class ActiveClassifier(pl.LightningModule):
 
     Args:
         num_classes: C (linked from the data module by the CLI).
-        backbone: ``resnet18``/``resnet34``/``resnet50`` (torchvision) or any timm model name.
+        backbone: ``resnet18``/``resnet34``/``resnet50`` (torchvision), any timm model name, or
+            ``identity`` when the inputs are embeddings (``--data.dataset=features``).
         cifar_stem: 3×3 stride-1 stem without max-pool, for 32×32 images (torchvision ResNets).
-        pretrained: file with the backbone's initial weights (a plain ``state_dict``);
+        pretrained: file with the backbone's initial (SSP) weights: MoCo v2/v3, SimCLR, DINO, lightly,
+            Lightning or plain timm/torchvision checkpoints (see ``models/checkpoints.py``);
             ``None`` starts from a random initialisation (fixed by the seed).
         freeze_backbone: linear evaluation: train the head only.
         freeze_bn_stats: keep BatchNorm in eval mode while fine-tuning (the SSP statistics
@@ -51,6 +52,9 @@ class ActiveClassifier(pl.LightningModule):
             ``step_size`` epochs) or ``constant``.
         t_max: cosine period in epochs; the CLI links it to ``--al.max_epochs``.
         head_init_std: the head's weights are drawn from N(0, std²), its bias is 0.
+        class_weighted_loss: weight the cross-entropy by the labeled set's class counts
+            (the paper's §5.2 for imbalanced data): w_c = (M/C)/n_c, 1 for a class without labels.
+        input_dim: embedding size for ``backbone=identity`` (the CLI links it from the data).
     """
 
     def __init__(
@@ -70,10 +74,12 @@ class ActiveClassifier(pl.LightningModule):
         step_size: int = 20,
         gamma: float = 0.1,
         head_init_std: float = 1e-3,
+        class_weighted_loss: bool = False,
+        input_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem)
+        self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem, input_dim)
         if pretrained:
             load_backbone_weights(self.backbone, pretrained)
         self.head = nn.Linear(self.feature_dim, num_classes)
@@ -82,8 +88,9 @@ class ActiveClassifier(pl.LightningModule):
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         # The weights every round starts from: kept off the module so they are not in checkpoints twice.
-        self._initial_backbone = copy.deepcopy({k: v.detach().cpu() for k, v in self.backbone.state_dict().items()})
+        self._initial_backbone = {k: v.detach().to("cpu", copy=True) for k, v in self.backbone.state_dict().items()}
         self.reset_weights(seed=0)
+        self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
 
@@ -96,6 +103,18 @@ class ActiveClassifier(pl.LightningModule):
         weight = torch.randn(self.head.weight.shape, generator=generator) * self.hparams.head_init_std
         self.head.weight.copy_(weight)
         self.head.bias.zero_()
+
+    def update_class_weights(self, counts: Tensor) -> None:
+        """Set the loss weights from the labeled class counts (no-op unless ``class_weighted_loss``).
+
+        w_c = (M/C)/n_c: 1 for every class when the labeled set is balanced, larger for rare
+        classes; a class without labels yet keeps weight 1.
+        """
+        if not self.hparams.class_weighted_loss:
+            return
+        counts = counts.to(self.class_weights.device, torch.float32)
+        weights = torch.where(counts > 0, counts.sum() / (counts.numel() * counts.clamp_min(1)), 1.0)
+        self.class_weights.copy_(weights)
 
     def train(self, mode: bool = True) -> "ActiveClassifier":
         """Keep the frozen trunk (or its BatchNorm statistics) in eval mode during training."""
@@ -120,13 +139,17 @@ class ActiveClassifier(pl.LightningModule):
         return self.head(self.extract_features(images))
 
     # -- Lightning steps --------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Optional[tuple[Tensor, Tensor]], batch_idx: int) -> Optional[Tensor]:
+        if batch is None:  # every image of the batch was unreadable and skipped
+            return None
         images, targets = batch
-        loss = F.cross_entropy(self(images), targets)
+        loss = F.cross_entropy(self(images), targets, weight=self.class_weights)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=targets.numel(), sync_dist=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Optional[tuple[Tensor, Tensor]], batch_idx: int) -> None:
+        if batch is None:
+            return
         images, targets = batch
         logits = self(images)
         self.log("val/loss", F.cross_entropy(logits, targets), batch_size=targets.numel(), sync_dist=True)

@@ -113,13 +113,17 @@ class BalancedSelectionReducer(Reducer):
     def finish(self, rescan: Optional[Callable[[Reducer], None]] = None) -> Tensor:
         taken: set[int] = set()
         picked: list[int] = []
+        columns = {c: self.candidates.column(c) for c, quota in enumerate(self.quotas) if quota}
+        depth = self.candidates.depth
         for c, quota in enumerate(self.quotas):
-            column = self.candidates.column(c)
             position = 0
             while quota > 0:
-                if position == len(column):
-                    column = self._widen(c, len(column), rescan)
-                candidate = column[position]
+                if position == len(columns[c]):
+                    depth *= 4
+                    columns.update(self._widen([k for k in columns if k >= c], depth, rescan))
+                    if position == len(columns[c]):
+                        raise RuntimeError(f"BASE: class {c} has only {position} candidates; the budget exceeds the pool")
+                candidate = columns[c][position]
                 position += 1
                 if candidate not in taken:
                     taken.add(candidate)
@@ -127,16 +131,16 @@ class BalancedSelectionReducer(Reducer):
                     quota -= 1
         return torch.tensor(picked, dtype=torch.long)
 
-    def _widen(self, c: int, seen: int, rescan: Optional[Callable[[Reducer], None]]) -> list[int]:
-        """Class ``c`` ran out of candidates: rescan the pool for a 4× longer list of it alone."""
+    def _widen(self, classes: list[int], depth: int, rescan: Optional[Callable[[Reducer], None]]) -> dict[int, list[int]]:
+        """A class ran out of candidates: rescan the pool once for longer lists of every class still to come.
+
+        One pass serves them all, so an unlucky pool costs one or two extra passes, not one per class.
+        """
         if rescan is None:
-            raise RuntimeError(f"BASE: class {c} needs more than {seen} candidates and no rescan was provided")
-        wider = BalancedSelectionReducer(self.inverse, self.quotas, max(4 * seen, 16), classes=[c])
+            raise RuntimeError(f"BASE: class {classes[0]} needs more candidates and no rescan was provided")
+        wider = BalancedSelectionReducer(self.inverse, self.quotas, depth, classes=classes)
         rescan(wider)
-        column = wider.candidates.column(0)
-        if len(column) <= seen:
-            raise RuntimeError(f"BASE: class {c} has only {len(column)} candidates; the budget exceeds the pool")
-        return column
+        return {c: wider.candidates.column(i) for i, c in enumerate(classes)}
 
 
 @register("base")
@@ -151,9 +155,9 @@ class BalancedSelection(StreamingStrategy):
 
     Streaming and exact: each class keeps only its ``depth`` nearest candidates (a few
     times its quota; points near several boundaries are candidates of several classes) in
-    a running reduction over blocks of logits, mergeable across DDP ranks. A class whose
-    list runs out during the greedy loop is widened by rescanning the pool for that class
-    alone, so the result equals a full sort per class.
+    a running reduction over blocks of logits, mergeable across DDP ranks. If a class's
+    list runs out during the greedy loop, one rescan of the pool gives every class still to
+    come a 4× longer list, so the result equals a full sort per class.
 
     Cost: O(C²·d) for the weight-distance table, O(N·C) time, O(C·depth + C²) memory
     (never N×C).
@@ -166,7 +170,7 @@ class BalancedSelection(StreamingStrategy):
 
     requires = ("logits", "weight")
 
-    def __init__(self, seed: int = 0, depth_factor: int = 4, min_depth: int = 16) -> None:
+    def __init__(self, seed: int = 0, depth_factor: int = 8, min_depth: int = 16) -> None:
         super().__init__(seed)
         self.depth_factor = depth_factor
         self.min_depth = min_depth

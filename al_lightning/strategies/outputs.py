@@ -123,12 +123,18 @@ class PoolOutputs:
 
 
 def check_finite_logits(logits: Tensor, index: Tensor) -> None:
-    """Refuse to rank NaN or infinite logits: they mean a broken model, not an uncertain one."""
-    if bool(torch.isfinite(logits.sum(dtype=torch.float64))):  # one pass, no N×C mask: the usual case
+    """Refuse to rank NaN or infinite logits: they mean a broken model, not an uncertain one.
+
+    One summing pass decides the usual case without an N×C mask; only when the sum is not
+    finite (a bad value, or finite values overflowing it) are rows checked, block by block.
+    """
+    if bool(torch.isfinite(logits.sum())):
         return
-    finite = torch.isfinite(logits)
-    if not bool(finite.all()):
-        bad_rows = (~finite).any(dim=1).nonzero().squeeze(1)
+    step = max(1, (1 << 22) // max(1, logits.shape[1]))
+    bad_rows = torch.cat(
+        [(~torch.isfinite(logits[s : s + step])).any(dim=1).nonzero().squeeze(1) + s for s in range(0, logits.shape[0], step)]
+    )
+    if bad_rows.numel():
         raise ConfigurationError(
             f"logits hold NaN or infinite values for {bad_rows.numel()} of {logits.shape[0]} points "
             f"(pool indices {index[bad_rows[:5].to(index.device)].tolist()}...); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import warnings
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -149,3 +149,17 @@ class RankedStrategy(StreamingStrategy):
         from al_lightning.strategies.reducers import RankedReducer
 
         return RankedReducer(self.scorer(head), budget, check_logits="logits" in self.requires)
+
+
+@runtime_checkable
+class TrainsWithClassifier(Protocol):
+    """A strategy with networks of its own, trained alongside the classifier (VAAL).
+
+    The query callback calls :meth:`reset` at the start of every round and
+    :meth:`train_step` after every classifier step, with that step's labeled images and a
+    batch of unlabeled ones.
+    """
+
+    def reset(self, seed: int, device: torch.device | str = "cpu") -> None: ...
+
+    def train_step(self, labeled_images: Tensor, unlabeled_images: Tensor) -> dict[str, float]: ...

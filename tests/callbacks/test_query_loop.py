@@ -10,6 +10,7 @@ from al_lightning.callbacks import ROUND_COLUMNS, QueryCallback
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.strategies import available
 from tests.conftest import read_csv
 
 
@@ -55,7 +56,22 @@ def test_empty_initial_pool_is_chosen_by_the_strategy(tmp_path):
 
 
 def test_bad_callback_settings():
-    with pytest.raises(ConfigurationError, match="unknown strategy 'bass'; choose one of: base"):
+    with pytest.raises(ConfigurationError, match="unknown strategy 'bass'; choose one of: badge, .*base"):
         QueryCallback(strategy="bass")
     with pytest.raises(ConfigurationError, match="does not take these arguments"):
         QueryCallback(strategy="margin", strategy_args={"depth": 3})
+
+
+@pytest.mark.parametrize("strategy", available())
+def test_every_strategy_runs_a_round_through_the_callback(tmp_path, strategy):
+    args = {"width": 8, "crop_size": 16} if strategy == "vaal" else {}
+    datamodule, callback, _ = run(tmp_path, initial_pool_size=30, strategy=strategy, budget=25, rounds=1, strategy_args=args)
+    pool = datamodule.pool
+    assert torch.bincount(pool.rounds[pool.labeled_mask].long()).tolist() == [30, 25]
+    assert not (pool.labeled_mask & pool.holdout).any()
+    assert [row["num_labeled"] for row in callback.history] == [30, 55]
+
+
+def test_vaal_cannot_pick_the_initial_pool(tmp_path):
+    with pytest.raises(ConfigurationError, match="set --data.initial_pool_size to more than 0"):
+        run(tmp_path, initial_pool_size=0, strategy="vaal", budget=10, rounds=1)

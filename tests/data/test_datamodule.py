@@ -64,7 +64,7 @@ def test_state_dict_restores_the_pool():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ConfigurationError, match="unknown dataset 'mnist'; choose one of: digits"):
+    with pytest.raises(ConfigurationError, match="unknown dataset 'mnist'; choose one of: .*digits"):
         ActiveDataModule(dataset="mnist")
     with pytest.raises(ConfigurationError, match="dataset 'image_folder': path '/no/such/dir' does not exist"):
         ActiveDataModule(dataset="image_folder", path="/no/such/dir")
@@ -86,3 +86,28 @@ def test_image_folder_layout(tmp_path):
     assert dm.class_names == ["cat", "dog"]
     images, _ = next(iter(dm.train_dataloader()))
     assert images.shape[1:] == (3, 16, 16)
+
+
+def test_corrupt_images_are_named_or_skipped_on_request(tmp_path):
+    from PIL import Image
+
+    from al_lightning.data.images import CorruptImageError
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (12, 12), (i * 50, 0, 0)).save(tmp_path / split / c / f"{i}.png")
+    broken = tmp_path / "test" / "b" / "2.png"
+    broken.write_bytes(broken.read_bytes()[:20])  # truncated file
+
+    strict = ActiveDataModule(dataset="image_folder", path=str(tmp_path), image_size=8, initial_pool_size=2, val_fraction=0.0)
+    strict.setup("fit")
+    with pytest.raises(CorruptImageError, match="2.png"):
+        list(strict.test_dataloader())
+
+    lenient = ActiveDataModule(dataset="image_folder", path=str(tmp_path), image_size=8, initial_pool_size=2, val_fraction=0.0, skip_corrupt=True)
+    lenient.setup("fit")
+    with pytest.warns(UserWarning, match="2.png"):
+        batches = list(lenient.test_dataloader())
+    assert sum(len(targets) for _, targets in batches) == 7

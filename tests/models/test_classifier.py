@@ -62,3 +62,20 @@ def test_mismatched_weights_name_the_keys(tmp_path):
         ActiveClassifier(pretrained=str(tmp_path / "bad.pt"))
     with pytest.raises(ConfigurationError, match="not found"):
         ActiveClassifier(pretrained=str(tmp_path / "missing.pt"))
+
+
+def test_class_weights_follow_the_labeled_counts():
+    model = ActiveClassifier(num_classes=4, backbone="identity", input_dim=3, class_weighted_loss=True)
+    model.update_class_weights(torch.tensor([10, 5, 0, 25]))
+    # M/C = 40/4 = 10: balanced classes weigh 1, rare ones more; a class without labels keeps 1
+    assert torch.allclose(model.class_weights, torch.tensor([1.0, 2.0, 1.0, 0.4]))
+    plain = ActiveClassifier(num_classes=4, backbone="identity", input_dim=3)
+    plain.update_class_weights(torch.tensor([10, 5, 0, 25]))
+    assert plain.class_weights.tolist() == [1.0] * 4
+
+
+def test_identity_backbone_classifies_embeddings():
+    model = ActiveClassifier(num_classes=3, backbone="identity", input_dim=7)
+    assert model(torch.randn(5, 7)).shape == (5, 3)
+    with pytest.raises(ConfigurationError, match="needs the embedding size"):
+        ActiveClassifier(num_classes=3, backbone="identity")

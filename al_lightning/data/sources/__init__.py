@@ -2,7 +2,9 @@
 
 A source knows where its images come from, how many classes there are, and which transforms
 suit it; the :class:`~al_lightning.data.ActiveDataModule` does the rest (pool, validation
-split, loaders). Each source registers itself in its own module.
+split, loaders). Each source registers itself in its own module: ``digits`` (bundled),
+``fake``, ``image_folder``, ``cifar10``, ``cifar10_lt``, ``imagenet``, ``imagenet_lt`` and
+``features`` (precomputed feature vectors).
 """
 
 from al_lightning.data.sources.source import (
@@ -13,6 +15,15 @@ from al_lightning.data.sources.source import (
     register_source,
 )
 
-from al_lightning.data.sources import digits, fake, image_folder  # noqa: E402,F401  isort: skip
+from al_lightning.data.sources import (  # noqa: E402,F401  isort: skip
+    cifar10,
+    cifar10_lt,
+    digits,
+    fake,
+    features,
+    image_folder,
+    imagenet,
+    imagenet_lt,
+)
 
 __all__ = ["DatasetSource", "DatasetSplits", "available_sources", "build_source", "register_source"]
