@@ -15,10 +15,10 @@ import argparse
 import time
 
 import torch
+from synthetic_pool import load_pool
 
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.balanced_selection import class_quotas
-from synthetic_pool import load_pool
 
 
 def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, budget: int, batch: int = 100) -> list[int]:
@@ -54,6 +54,28 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
+def against_paper(n: int, budget: int) -> None:
+    pool = load_pool(n, 1000, 512, {"features", "logits"})
+    outputs = PoolOutputs(index=torch.arange(n), logits=pool["logits"], weight=pool["weight"], bias=pool["bias"])
+    reference, paper_s = timed(lambda: paper_base(pool["features"], pool["weight"], pool["bias"], budget))
+    ours, ours_s = timed(lambda: build("base").select(outputs, budget))
+    agree = len(set(reference) & set(ours.tolist())) / budget
+    print(f"N={n:,} C=1000 d=512 b={budget:,}: paper (B,C,d) {paper_s:.2f}s, logit form {ours_s:.3f}s, "
+          f"{paper_s / ours_s:.0f}x faster; same picks {agree:.1%} (float rounding of the two formulas)")
+
+
+def against_top2(n: int, budget: int) -> None:
+    labeled = round(n / 25.6)  # the cached pool of select_strategies.py
+    pool = load_pool(n + labeled, 1000, 2048, {"logits"})
+    logits = pool["logits"][labeled:]
+    full = PoolOutputs(index=torch.arange(n), logits=logits, weight=pool["weight"], bias=pool["bias"])
+    _, floor_s = timed(lambda: logits.topk(2, dim=1))
+    print(f"N={n:,} C=1000: one top-2 pass over the logits {floor_s:.2f}s")
+    for name in ("base", "mase", "margin"):
+        _, seconds = timed(lambda: build(name).select(full, budget))
+        print(f"  {name}: {seconds:.2f}s = {seconds / floor_s:.1f}x the top-2 pass")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small-n", type=int, default=10_000)
@@ -61,25 +83,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=10_000)
     args = parser.parse_args()
     torch.set_num_threads(2)
-
-    pool = load_pool(args.small_n, 1000, 512, {"features", "logits"})
-    outputs = PoolOutputs(index=torch.arange(args.small_n), logits=pool["logits"], weight=pool["weight"], bias=pool["bias"])
-    budget = min(args.budget, args.small_n // 2)
-    reference, paper_s = timed(lambda: paper_base(pool["features"], pool["weight"], pool["bias"], budget))
-    ours, ours_s = timed(lambda: build("base").select(outputs, budget))
-    agree = len(set(reference) & set(ours.tolist())) / budget
-    print(f"N={args.small_n:,} C=1000 d=512 b={budget:,}: paper (B,C,d) {paper_s:.2f}s, logit form {ours_s:.3f}s, "
-          f"{paper_s / ours_s:.0f}x faster; same picks {agree:.1%} (float rounding of the two formulas)")
-
-    del pool, outputs
-    pool = load_pool(args.full_n + round(args.full_n / 25.6), 1000, 2048, {"logits"})
-    logits = pool["logits"][round(args.full_n / 25.6) :]
-    full = PoolOutputs(index=torch.arange(logits.shape[0]), logits=logits, weight=pool["weight"], bias=pool["bias"])
-    _, floor_s = timed(lambda: logits.topk(2, dim=1))
-    print(f"N={logits.shape[0]:,} C=1000: one top-2 pass over the logits {floor_s:.2f}s")
-    for name in ("base", "mase", "margin"):
-        _, seconds = timed(lambda: build(name).select(full, args.budget))
-        print(f"  {name}: {seconds:.2f}s = {seconds / floor_s:.1f}x the top-2 pass")
+    against_paper(args.small_n, min(args.budget, args.small_n // 2))
+    against_top2(args.full_n, args.budget)
 
 
 if __name__ == "__main__":

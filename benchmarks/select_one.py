@@ -12,9 +12,9 @@ import resource
 import time
 
 import torch
+from synthetic_pool import load_pool
 
 from al_lightning.strategies import PoolOutputs, build
-from synthetic_pool import load_pool
 
 
 def peak_mb() -> float:

@@ -22,6 +22,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from al_lightning.errors import ConfigurationError
 
+
 class CorruptImageError(ConfigurationError):
     """An image file that cannot be read or decoded (truncated, not an image, missing).
 

@@ -13,7 +13,7 @@ Each strategy lives in its own module and registers itself with :func:`register`
 
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import available, build, get, register
-from al_lightning.strategies.strategy import RankedStrategy, StreamingStrategy, Strategy, TrainsWithClassifier
+from al_lightning.strategies.strategy import RankedStrategy, Strategy, StreamingStrategy, TrainsWithClassifier
 
 # Importing the modules registers the strategies.
 from al_lightning.strategies import (  # noqa: E402,F401  isort: skip

@@ -10,6 +10,7 @@ from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
 
+
 def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: torch.Generator) -> Tensor:
     """Positions of ``budget`` rows of ``features`` chosen by greedy k-center from ``centres``.
 

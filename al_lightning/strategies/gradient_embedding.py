@@ -20,6 +20,7 @@ from torch import Tensor
 
 from al_lightning.strategies.distances import BLOCK_BYTES, expanded_sq_distances
 
+
 def head_logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """Logits h Wᵀ + b of the linear head, for points whose logits the caller does not have (the labeled set)."""
     return torch.addmm(bias.detach().float(), features.detach().float(), weight.detach().float().T)

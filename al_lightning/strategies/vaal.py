@@ -31,7 +31,7 @@ def random_crop(images: Tensor, size: int, generator: torch.Generator) -> Tensor
         return images
     tops = torch.randint(height - rows + 1, (n,), generator=generator).tolist()
     lefts = torch.randint(width - cols + 1, (n,), generator=generator).tolist()
-    return torch.stack([image[:, t : t + rows, l : l + cols] for image, t, l in zip(images, tops, lefts)])
+    return torch.stack([image[:, top : top + rows, left : left + cols] for image, top, left in zip(images, tops, lefts)])
 
 
 def centre_crop(images: Tensor, size: int) -> Tensor:

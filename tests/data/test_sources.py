@@ -17,9 +17,7 @@ from al_lightning.data.images import CorruptImageError, ImageFileDataset, load_i
 from al_lightning.data.sources import build_source
 from al_lightning.data.sources.cifar10_lt import long_tail_counts
 from al_lightning.errors import ConfigurationError
-
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-WNIDS = ["n01440764", "n01443537", "n01484850"]
+from tests.standins import CIFAR_CLASSES, WNIDS, write_cifar, write_features, write_jpeg, write_lt_splits
 
 
 def check_items(splits, shape: tuple[int, ...]) -> None:
@@ -34,25 +32,6 @@ def check_items(splits, shape: tuple[int, ...]) -> None:
 
 
 # -- CIFAR-10 ------------------------------------------------------------------------------
-def write_cifar(root: Path, per_class: int = 5, test_per_class: int = 2) -> Path:
-    """The python version's files, as torchvision extracts them. Each training image encodes its
-    global index in its first two pixel values, so tests can tell which images were kept."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    labels = np.tile(np.arange(10), per_class)  # interleaved classes, as in the real batches
-    data = np.random.default_rng(0).integers(0, 256, (labels.size, 3072), dtype=np.uint8)
-    data[:, 0], data[:, 1] = np.arange(labels.size) % 256, np.arange(labels.size) // 256
-    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump({"data": data[part], "labels": labels[part].tolist()}, f)
-    test_labels = np.tile(np.arange(10), test_per_class)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"data": np.zeros((test_labels.size, 3072), np.uint8), "labels": test_labels.tolist()}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": CIFAR_CLASSES, "num_vis": 3072}, f)
-    return root
-
-
 def test_cifar10_loads_the_python_batches(tmp_path):
     source = build_source("cifar10", path=str(write_cifar(tmp_path)), image_size=16, skip_corrupt=True)
     assert source.num_classes == 10
@@ -121,12 +100,6 @@ def test_cifar10_lt_rejects_an_inverted_ratio(tmp_path):
 
 
 # -- ImageNet and ImageNet-LT -----------------------------------------------------------------
-def write_jpeg(path: Path, shade: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (12, 10), (shade, 255 - shade, 0)).save(path, "JPEG")
-    return path
-
-
 @pytest.fixture
 def imagenet(tmp_path) -> Path:
     """Three classes; three training and two validation JPEGs each, in class folders."""
@@ -185,15 +158,6 @@ def test_imagenet_layout_errors(imagenet, tmp_path):
         build_source("imagenet", path=str(imagenet))
 
 
-def write_lt_splits(folder: Path) -> None:
-    """ImageNet-LT split files over the ``imagenet`` fixture: an uneven train split, all of val as test."""
-    folder.mkdir(parents=True, exist_ok=True)
-    train = [(f"train/{w}/{w}_{i}.JPEG", c) for c, (w, n) in enumerate(zip(WNIDS, (3, 2, 1))) for i in range(n)]
-    test = [(f"val/{w}/ILSVRC2012_val_{c}{i}.JPEG", c) for c, w in enumerate(WNIDS) for i in range(2)]
-    (folder / "ImageNet_LT_train.txt").write_text("".join(f"{p} {c}\n" for p, c in train))
-    (folder / "ImageNet_LT_test.txt").write_text("".join(f"{p} {c}\n" for p, c in test))
-
-
 def test_imagenet_lt_reads_the_split_files(imagenet, tmp_path):
     write_lt_splits(imagenet)
     source = build_source("imagenet_lt", path=str(imagenet), image_size=16)
@@ -222,19 +186,6 @@ def test_imagenet_lt_errors_name_the_split_files(imagenet):
 
 
 # -- Feature files ----------------------------------------------------------------------------
-def write_features(path: Path, **overrides) -> Path:
-    content = {
-        "train_features": torch.randn(12, 5),
-        "train_targets": torch.arange(12) % 4,
-        "test_features": torch.randn(6, 5, dtype=torch.float16),
-        "test_targets": torch.arange(6) % 4,
-        "class_names": ["a", "b", "c", "d"],
-    }
-    content.update(overrides)
-    torch.save({k: v for k, v in content.items() if v is not None}, path)
-    return path
-
-
 def test_features_load_as_vectors(tmp_path):
     source = build_source("features", path=str(write_features(tmp_path / "f.pt")), image_size=224)
     assert source.num_classes == 4 and source.input_dim == 5

@@ -1,0 +1,61 @@
+"""Small stand-ins of the real dataset layouts, written by tests: CIFAR-10's python batches,
+ImageNet class folders, ImageNet-LT split files and feature files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+
+
+def write_cifar(root: Path, per_class: int = 5, test_per_class: int = 2) -> Path:
+    """The python version's files, as torchvision extracts them. Each training image encodes its
+    global index in its first two pixel values, so tests can tell which images were kept."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    labels = np.tile(np.arange(10), per_class)  # interleaved classes, as in the real batches
+    data = np.random.default_rng(0).integers(0, 256, (labels.size, 3072), dtype=np.uint8)
+    data[:, 0], data[:, 1] = np.arange(labels.size) % 256, np.arange(labels.size) // 256
+    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": data[part], "labels": labels[part].tolist()}, f)
+    test_labels = np.tile(np.arange(10), test_per_class)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((test_labels.size, 3072), np.uint8), "labels": test_labels.tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CIFAR_CLASSES, "num_vis": 3072}, f)
+    return root
+
+
+def write_jpeg(path: Path, shade: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 10), (shade, 255 - shade, 0)).save(path, "JPEG")
+    return path
+
+
+def write_lt_splits(folder: Path) -> None:
+    """ImageNet-LT split files over the ``imagenet`` fixture: an uneven train split, all of val as test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train = [(f"train/{w}/{w}_{i}.JPEG", c) for c, (w, n) in enumerate(zip(WNIDS, (3, 2, 1))) for i in range(n)]
+    test = [(f"val/{w}/ILSVRC2012_val_{c}{i}.JPEG", c) for c, w in enumerate(WNIDS) for i in range(2)]
+    (folder / "ImageNet_LT_train.txt").write_text("".join(f"{p} {c}\n" for p, c in train))
+    (folder / "ImageNet_LT_test.txt").write_text("".join(f"{p} {c}\n" for p, c in test))
+
+
+def write_features(path: Path, **overrides) -> Path:
+    content = {
+        "train_features": torch.randn(12, 5),
+        "train_targets": torch.arange(12) % 4,
+        "test_features": torch.randn(6, 5, dtype=torch.float16),
+        "test_targets": torch.arange(6) % 4,
+        "class_names": ["a", "b", "c", "d"],
+    }
+    content.update(overrides)
+    torch.save({k: v for k, v in content.items() if v is not None}, path)
+    return path
