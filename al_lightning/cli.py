@@ -46,15 +46,20 @@ class ActiveLearningCLI(LightningCLI):
         )
 
 
-def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of ``train.py``: configuration mistakes end with one line, not a traceback."""
+def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None) -> None:
+    """Run a LightningCLI as a user's command: configuration mistakes end with one line, not a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must not wait on a hub for weights we load from files
     # Early rounds have few labeled batches and in-memory datasets need no workers:
     # Lightning's hints about both would repeat every round.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
     try:
-        ActiveLearningCLI(args=args)
+        cli_class(args=args)
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """Entry point of ``train.py``."""
+    run_cli(ActiveLearningCLI, args)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Optional
 
 from pytorch_lightning.cli import LightningCLI
 
-from al_lightning.errors import ConfigurationError
+from al_lightning.cli import run_cli
 from al_lightning.ssl.data import SSLDataModule
 from al_lightning.ssl.methods import build_method
 
@@ -31,10 +29,5 @@ class PretrainCLI(LightningCLI):
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of ``pretrain.py``: configuration mistakes end with one line, not a traceback."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must not wait on a hub: backbones start from scratch
-    try:
-        PretrainCLI(args=args)
-    except ConfigurationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Entry point of ``pretrain.py``."""
+    run_cli(PretrainCLI, args)
