@@ -7,8 +7,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.distances import expanded_sq_distances, nearest_sq_distances
-from al_lightning.strategies.gradient_embedding import gradient_factors, gradient_sq_norms, head_logits
+from al_lightning.strategies.distances import nearest_sq_distances
+from al_lightning.strategies.gradient_embedding import (
+    gradient_factors,
+    gradient_sq_distances,
+    gradient_sq_norms,
+    head_logits,
+)
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
@@ -100,7 +105,6 @@ class Badge(Strategy):
             )
 
         def distances_to(i: int) -> Tensor:
-            cross = torch.mv(delta, delta[i]).mul_(torch.mv(h, h[i]))
-            return expanded_sq_distances(sq, sq[i : i + 1], cross[:, None]).squeeze(1)
+            return gradient_sq_distances(delta, h, delta[i : i + 1], h[i : i + 1], sq, sq[i : i + 1]).squeeze(1)
 
         return kmeans_pp(sq, distances_to, budget, self.generator(), nearest)

@@ -10,18 +10,6 @@ from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
 
-#: Fields of :class:`PoolOutputs` that a strategy may require.
-OUTPUT_FIELDS = (
-    "logits",
-    "features",
-    "weight",
-    "bias",
-    "labeled_features",
-    "labeled_targets",
-    "targets",
-    "images",
-)
-
 
 @dataclass
 class PoolOutputs:
