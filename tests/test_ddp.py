@@ -27,3 +27,17 @@ def test_two_ranks_select_what_one_rank_selects(cli, tmp_path):
     assert [sum(r["round"] == k for r in pool_two) for k in ("0", "1")] == [30, 30]
     assert len({r["index"] for r in pool_two}) == 60
     assert [int(r["num_labeled"]) for r in read_csv(run_two / "rounds.csv")] == [30, 60]
+
+
+def test_pretraining_runs_on_two_ranks(cli, tmp_path):
+    from al_lightning.models import build_backbone
+    from al_lightning.models.checkpoints import load_backbone_weights
+    from tests.test_pretrain import TINY_PRETRAIN
+
+    out = tmp_path / "backbone.pt"
+    args = ["fit", *TINY_PRETRAIN, "--model.method=moco_v2", f"--model.backbone_out={out}",
+            "--trainer.strategy=ddp", "--trainer.devices=2"]
+    result = cli(args, cwd=tmp_path, script="pretrain.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    backbone, _ = build_backbone("resnet18", cifar_stem=True)
+    load_backbone_weights(backbone, out)
