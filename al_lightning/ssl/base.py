@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
@@ -13,6 +12,7 @@ from lightly.utils.scheduler import cosine_schedule
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
+from al_lightning.io import atomic_torch_save
 from al_lightning.models.backbones import build_backbone
 
 
@@ -85,18 +85,6 @@ class SelfSupervisedModule(pl.LightningModule, abc.ABC):
             rank_zero_info(f"backbone weights written to {path} (use: train.py ... --model.pretrained={path})")
 
     def save_backbone(self, path: str | Path) -> None:
-        """Write the trunk's plain ``state_dict`` (CPU tensors) to ``path``.
-
-        Through a temporary file beside ``path`` and a rename, so that a crash or a reader
-        never sees half a file — a long pretraining run must not end in a corrupt checkpoint.
-        """
-        path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", copy=True) for k, v in self.backbone.state_dict().items()}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # beside path: the rename stays on one file system
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        """Write the trunk's plain ``state_dict`` (CPU tensors) to ``path``, atomically:
+        a long pretraining run must not end in a corrupt checkpoint."""
+        atomic_torch_save({k: v.detach().to("cpu", copy=True) for k, v in self.backbone.state_dict().items()}, path)
