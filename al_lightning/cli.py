@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Optional
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from al_lightning.callbacks import QueryCallback
+from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
@@ -46,15 +48,21 @@ class ActiveLearningCLI(LightningCLI):
         )
 
 
-def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None) -> None:
-    """Run a LightningCLI as a user's command: configuration mistakes end with one line, not a traceback."""
+def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, configs: Path = PROJECT_CONFIGS) -> None:
+    """Run a LightningCLI as a user's command: configuration mistakes end with one line, not a traceback.
+
+    ``--config NAME.yaml`` that is not a file in the working directory is looked up in
+    ``configs`` (the entry point's folder of project configs), see :func:`resolve_config_args`.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must not wait on a hub for weights we load from files
     # Early rounds have few labeled batches and in-memory datasets need no workers:
     # Lightning's hints about both would repeat every round.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
     try:
-        cli_class(args=args)
+        given = sys.argv[1:] if args is None else args
+        resolved = resolve_config_args(given, configs) if isinstance(given, list) else given
+        cli_class(args=args if resolved == given else resolved)
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -28,9 +28,11 @@ TINY_RUN = [
 ]
 
 
-def run_cli(args: list[str], cwd: Path, script: str = "train.py", timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python <script> <args>`` in ``cwd`` the way a user would."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+def run_cli(
+    args: list[str], cwd: Path, script: str = "train.py", timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python <script> <args>`` in ``cwd`` the way a user would; ``env`` adds environment variables."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
         cwd=cwd,

@@ -7,6 +7,7 @@ from typing import Any, Optional
 from pytorch_lightning.cli import LightningCLI
 
 from al_lightning.cli import run_cli
+from al_lightning.config_files import PROJECT_CONFIGS
 from al_lightning.ssl.data import SSLDataModule
 from al_lightning.ssl.methods import build_method
 
@@ -30,4 +31,4 @@ class PretrainCLI(LightningCLI):
 
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of ``pretrain.py``."""
-    run_cli(PretrainCLI, args)
+    run_cli(PretrainCLI, args, configs=PROJECT_CONFIGS / "ssl")
