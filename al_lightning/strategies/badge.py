@@ -77,25 +77,43 @@ class Badge(Strategy):
     Ash et al. (2020), "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower
     Bounds", as the paper's baseline (BADGE). g(x) = (softmax(z) − onehot(ŷ)) ⊗ h with
     ŷ = argmax z (:mod:`~al_lightning.strategies.gradient_embedding`): its norm is large for
-    uncertain points, and D² sampling spreads the picks. When ``labeled_features`` are given,
-    the labeled points' embeddings (logits from the head, ``weight`` and ``bias``) are
-    existing centres, as in the paper's code; otherwise the first pick is the point with the
-    largest ‖g‖. Embeddings are never divided by a batch size: the published code divided the
-    last, smaller batch by the full batch size, which shrank those points' D² weights (a bug,
-    not copied).
+    uncertain points, and D² sampling spreads the picks.
+
+    Two variants, chosen by ``labeled_centres``:
+
+    - ``True`` (default, the paper's code): the labeled points' embeddings (their logits
+      from the head, ``weight`` and ``bias``) are existing centres, so the first pick is
+      already drawn by D² away from the labeled set. Requires ``labeled_features``; an
+      empty (0, d) labeled set falls back to the largest-‖g‖ first pick.
+    - ``False`` (Ash et al.'s original): seeding from the unlabeled pool only, the first
+      pick being the point with the largest ‖g‖; ``labeled_features`` are not read.
+
+    Embeddings are never divided by a batch size: the published code divided the last,
+    smaller batch by the full batch size, which shrank those points' D² weights (a bug, not
+    copied).
 
     Cost: every distance is analytic in O(C + d) per pair, so O((M + b)·N·(C + d)) time for M
     labeled points; O(N·C + M·(C + d)) memory for δ beside the inputs, never the (N, C·d)
     embedding (8 MB per point at C = 1000, d = 2048).
+
+    Args:
+        seed: seeds the D² draws.
+        labeled_centres: seed k-means++ with the labeled set as existing centres.
     """
 
-    requires = ("logits", "features", "weight", "bias")
+    requires = ("logits", "features", "weight", "bias", "labeled_features")
+
+    def __init__(self, seed: int = 0, labeled_centres: bool = True) -> None:
+        super().__init__(seed)
+        self.labeled_centres = labeled_centres
+        if not labeled_centres:
+            self.requires = ("logits", "features", "weight", "bias")
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
         delta, h = gradient_factors(outputs.logits, outputs.features)
         sq = gradient_sq_norms(delta, h)
         nearest = None
-        labeled = outputs.labeled_features
+        labeled = outputs.labeled_features if self.labeled_centres else None
         if labeled is not None and labeled.shape[0] > 0:
             labeled_delta, labeled_h = gradient_factors(head_logits(labeled, outputs.weight, outputs.bias), labeled)
             nearest = nearest_sq_distances(

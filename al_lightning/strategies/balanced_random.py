@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from al_lightning.errors import ConfigurationError
 from al_lightning.strategies.balanced_selection import class_quotas
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
@@ -49,8 +48,8 @@ class BalancedRandom(Strategy):
     active learner has. It is only a scientific reference (how much does perfect balance
     alone buy?), not a usable strategy.
 
-    Classes are 0..C−1, with C from the logits or head when present, else
-    ``targets.max() + 1``. Class c takes ⌊b/C⌋ + [c < b mod C] random points of its own;
+    Classes are 0..C−1, C = ``outputs.num_classes`` (a class may have no point left).
+    Class c takes ⌊b/C⌋ + [c < b mod C] random points of its own;
     a class with fewer points than that gives the shortfall to random other classes
     (:func:`balanced_quotas`), so exactly min(b, N) points are chosen. The selection order
     is round-robin over classes, so every prefix is balanced too. (The published code gave
@@ -62,16 +61,11 @@ class BalancedRandom(Strategy):
         seed: seeds the picks within each class and the classes that absorb a shortfall.
     """
 
-    requires = ("targets",)
+    requires = ("targets", "num_classes")
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
         targets = outputs.targets.long().cpu()
-        num_classes = outputs.num_classes or int(targets.max()) + 1
-        if int(targets.min()) < 0 or int(targets.max()) >= num_classes:
-            raise ConfigurationError(
-                f"PoolOutputs.targets must lie in [0, {num_classes}), got values in "
-                f"[{int(targets.min())}, {int(targets.max())}]"
-            )
+        num_classes = outputs.num_classes
         generator = self.generator()
         shuffled = torch.randperm(targets.numel(), generator=generator)
         # Group the shuffled positions by class; a class's first q points are its random pick.

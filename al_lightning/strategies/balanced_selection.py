@@ -8,9 +8,17 @@ import torch
 from torch import Tensor
 
 from al_lightning.strategies.boundary import class_boundary_distances, inverse_distance_table
-from al_lightning.strategies.outputs import PoolOutputs, check_finite_logits
-from al_lightning.strategies.ranking import key_ids, key_scores, score_keys, smallest_keys
-from al_lightning.strategies.reducers import EMPTY_KEY, Reducer
+from al_lightning.strategies.outputs import PoolOutputs, check_finite
+from al_lightning.strategies.ranking import (
+    EMPTY_KEY,
+    key_ids,
+    key_scores,
+    key_words,
+    score_keys,
+    smallest_keys,
+    sort_keys,
+)
+from al_lightning.strategies.reducers import Reducer
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import StreamingStrategy
 
@@ -29,36 +37,39 @@ class ClassCandidates:
 
     Memory O(C·depth). Once the lists are full a block costs one comparison per (point,
     class): only points below a class's current depth-th distance can enter its list, and
-    after the first blocks those are few.
+    after the first blocks those are few. Distances are ranked in ``dtype`` (float64 keeps
+    them exact, see :mod:`~al_lightning.strategies.ranking`).
     """
 
-    def __init__(self, num_classes: int, depth: int) -> None:
+    def __init__(self, num_classes: int, depth: int, dtype: torch.dtype = torch.float32) -> None:
         self.depth = depth
-        self.keys = torch.full((num_classes, depth), EMPTY_KEY, dtype=torch.int64)
-        self.thresholds = torch.full((num_classes,), torch.inf)
+        self.keys = torch.full((num_classes, depth, key_words(dtype)), EMPTY_KEY, dtype=torch.int64)
+        self.thresholds = torch.full((num_classes,), torch.inf, dtype=dtype)
 
     def update(self, distances: Tensor, ids: Tensor) -> None:
         """Fold in a (B, C) block of class distances for the points ``ids`` (B,)."""
-        distances, ids = distances.cpu(), ids.cpu()
-        passing = distances <= self.thresholds[None, :]
+        distances, ids = distances.cpu().to(self.thresholds.dtype), ids.cpu()
+        # Not `distances <= thresholds`: NaN fails every comparison, so written this way a
+        # NaN passes and reaches score_keys, which refuses it.
+        passing = ~(distances > self.thresholds[None, :])
         count = int(passing.sum())
         if count == 0:
             return
         if count > _DENSE_SHARE * passing.numel():
-            block = smallest_keys(score_keys(distances, ids[:, None]).T, self.depth, dim=1)
+            block = smallest_keys(score_keys(distances, ids[:, None]).transpose(0, 1), self.depth, dim=1)
             self._merge_rows(torch.arange(self.keys.shape[0]), block)
             return
         rows, classes = passing.nonzero(as_tuple=True)
         keys = score_keys(distances[rows, classes], ids[rows])
         # Group the new keys by class, ascending; keep at most `depth` per class.
-        order = torch.argsort(keys, stable=True)
+        order = sort_keys(keys)[1]
         order = order[torch.argsort(classes[order], stable=True)]
         classes, keys = classes[order], keys[order]
         touched, counts = torch.unique_consecutive(classes, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.arange(classes.numel()) - torch.repeat_interleave(starts, counts)
         keep = rank < self.depth
-        block = torch.full((touched.numel(), self.depth), EMPTY_KEY, dtype=torch.int64)
+        block = torch.full((touched.numel(), self.depth, keys.shape[1]), EMPTY_KEY, dtype=torch.int64)
         slot = torch.repeat_interleave(torch.arange(touched.numel()), counts)
         block[slot[keep], rank[keep]] = keys[keep]
         self._merge_rows(touched, block)
@@ -68,22 +79,23 @@ class ClassCandidates:
         self._merge_rows(torch.arange(self.keys.shape[0]), keys.cpu())
 
     def _merge_rows(self, rows: Tensor, block: Tensor) -> None:
-        merged = torch.cat([self.keys[rows], block], dim=1).sort(dim=1).values[:, : self.depth]
+        merged = sort_keys(torch.cat([self.keys[rows], block], dim=1), dim=1)[0][:, : self.depth]
         self.keys[rows] = merged
         last = merged[:, -1]
-        self.thresholds[rows] = torch.where(last != EMPTY_KEY, key_scores(last), torch.inf)
+        self.thresholds[rows] = torch.where(last[:, 0] != EMPTY_KEY, key_scores(last), torch.inf)
 
     def column(self, c: int) -> list[int]:
         """Ids of class ``c``'s candidates, nearest first."""
         keys = self.keys[c]
-        return key_ids(keys[keys != EMPTY_KEY]).tolist()
+        return key_ids(keys[keys[:, 0] != EMPTY_KEY]).tolist()
 
 
 class BalancedSelectionReducer(Reducer):
     """Streaming BASE: per-class candidate lists, then the greedy class loop.
 
     Args:
-        inverse: (C, C) inverse weight-distance table of the head.
+        inverse: (C, C) inverse weight-distance table of the head; its dtype is the one
+            distances are ranked in.
         quotas: picks per class.
         depth: candidates kept per class.
         classes: keep lists only for these classes (a widening pass for one class).
@@ -93,12 +105,12 @@ class BalancedSelectionReducer(Reducer):
         self.inverse = inverse
         self.quotas = quotas
         self.classes = classes
-        self.candidates = ClassCandidates(len(classes) if classes is not None else len(quotas), depth)
+        self.candidates = ClassCandidates(len(classes) if classes is not None else len(quotas), depth, inverse.dtype)
 
     def update(self, chunk: PoolOutputs) -> None:
         if len(chunk) == 0:
             return
-        check_finite_logits(chunk.logits, chunk.index)
+        check_finite(chunk.logits, "logits", chunk.index)
         distances = class_boundary_distances(chunk.logits, self.inverse)
         if self.classes is not None:
             distances = distances[:, self.classes]
@@ -157,7 +169,9 @@ class BalancedSelection(StreamingStrategy):
     times its quota; points near several boundaries are candidates of several classes) in
     a running reduction over blocks of logits, mergeable across DDP ranks. If a class's
     list runs out during the greedy loop, one rescan of the pool gives every class still to
-    come a 4× longer list, so the result equals a full sort per class.
+    come a 4× longer list, so the result equals a full sort per class. Distances are
+    computed and ranked in float64 when the logits or the head are float64, in float32
+    otherwise (:meth:`score_dtype`).
 
     Cost: O(C²·d) for the weight-distance table, O(N·C) time, O(C·depth + C²) memory
     (never N×C).
@@ -178,4 +192,4 @@ class BalancedSelection(StreamingStrategy):
     def reducer(self, head: PoolOutputs, budget: int) -> BalancedSelectionReducer:
         quotas = class_quotas(budget, head.weight.shape[0])
         depth = max(self.depth_factor * max(quotas), max(quotas) + self.min_depth)
-        return BalancedSelectionReducer(inverse_distance_table(head.weight), quotas, depth)
+        return BalancedSelectionReducer(inverse_distance_table(head.weight, self.score_dtype(head)), quotas, depth)

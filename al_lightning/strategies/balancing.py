@@ -5,14 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from al_lightning.errors import ConfigurationError
 from al_lightning.strategies.distances import squared_distances
 from al_lightning.strategies.outputs import PoolOutputs
-from al_lightning.strategies.ranking import score_keys
+from al_lightning.strategies.ranking import EMPTY_KEY, key_ids, score_keys, smallest_keys
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
-
-_TAKEN = torch.iinfo(torch.int64).max
 
 
 @register("balancing")
@@ -53,7 +50,7 @@ class BalancingSampler(Strategy):
         seed: seeds the random picks outside the balancing regime.
     """
 
-    requires = ("features", "labeled_features", "labeled_targets")
+    requires = ("features", "labeled_features", "labeled_targets", "num_classes")
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
         features = outputs.features.float()
@@ -62,9 +59,7 @@ class BalancingSampler(Strategy):
         n = features.shape[0]
         if labeled_targets.numel() == 0:
             return torch.randperm(n, generator=self.generator())[:budget]
-        num_classes = outputs.num_classes or int(labeled_targets.max()) + 1
-        if int(labeled_targets.min()) < 0 or int(labeled_targets.max()) >= num_classes:
-            raise ConfigurationError(f"PoolOutputs.labeled_targets must lie in [0, {num_classes})")
+        num_classes = outputs.num_classes
 
         labeled_counts = torch.bincount(labeled_targets, minlength=num_classes)
         centred = (labeled_counts > 0).nonzero().squeeze(1)
@@ -100,7 +95,9 @@ class BalancingSampler(Strategy):
                     score.nan_to_num_(nan=torch.inf, posinf=torch.inf)
                 else:
                     score = -nearest_sq
-                pick = int(score_keys(score, ids).masked_fill_(taken, _TAKEN).argmin())
+                keys = score_keys(score, ids)
+                keys[taken] = EMPTY_KEY  # taken points sort last
+                pick = int(key_ids(smallest_keys(keys, 1))[0])
             else:
                 pick = next(p for p in random_order if not taken[p])
                 target = int(centred[nearest_column[pick]])

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from al_lightning.strategies.ranking import ranking_dtype
+
 
 def weight_distance_table(weight: Tensor) -> Tensor:
     """(C, C) table of ‖w_i − w_j‖ between the head's class weight vectors, in float64.
@@ -27,16 +29,16 @@ def weight_distance_table(weight: Tensor) -> Tensor:
     return table
 
 
-def inverse_distance_table(weight: Tensor) -> Tensor:
-    """(C, C) float32 table of 1/‖w_i − w_j‖, 0 on the diagonal.
+def inverse_distance_table(weight: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(C, C) table of 1/‖w_i − w_j‖ in ``dtype`` (computed in float64), 0 on the diagonal.
 
     Two classes with identical weight vectors have no boundary: their entry is the largest
     float, so a positive logit gap becomes +inf (an exact tie stays at distance 0).
     """
     table = weight_distance_table(weight)
-    inverse = torch.where(table > 0, 1.0 / table, torch.finfo(torch.float32).max)
+    inverse = torch.where(table > 0, 1.0 / table, torch.finfo(dtype).max)
     inverse.fill_diagonal_(0.0)
-    return inverse.to(device=weight.device, dtype=torch.float32)
+    return inverse.to(device=weight.device, dtype=dtype)
 
 
 def pairwise_boundary_distances(logits: Tensor, inverse: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,13 +49,15 @@ def pairwise_boundary_distances(logits: Tensor, inverse: Tensor) -> tuple[Tensor
         inverse: (C, C) :func:`inverse_distance_table` of the head.
 
     Returns:
-        ``(distances, predicted)``: (B, C) float32 distances (z_p − z_c)/‖w_p − w_c‖, +inf
-        at c = p, and the (B,) predicted classes p.
+        ``(distances, predicted)``: (B, C) distances (z_p − z_c)/‖w_p − w_c‖, +inf at c = p,
+        in float64 if ``logits`` or ``inverse`` is float64 and float32 otherwise, and the
+        (B,) predicted classes p.
     """
-    logits = logits.detach().to(torch.float32)
+    dtype = ranking_dtype(logits, inverse)
+    logits = logits.detach().to(dtype)
     top, predicted = logits.max(dim=1)
     distances = top[:, None] - logits
-    distances.mul_(inverse.to(logits.device).index_select(0, predicted))
+    distances.mul_(inverse.to(logits.device, dtype).index_select(0, predicted))
     distances.scatter_(1, predicted[:, None], torch.inf)
     return distances, predicted
 

@@ -7,13 +7,14 @@ from typing import Callable
 from torch import Tensor
 
 from al_lightning.strategies.outputs import PoolOutputs
+from al_lightning.strategies.ranking import ranking_dtype
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import RankedStrategy
 
 
 def max_probability(logits: Tensor) -> Tensor:
-    """(B,) largest softmax probability of each row of logits."""
-    return logits.float().softmax(dim=1).amax(dim=1)
+    """(B,) largest softmax probability of each row of logits, in float64 for float64 logits, else float32."""
+    return logits.to(ranking_dtype(logits)).softmax(dim=1).amax(dim=1)
 
 
 @register("confidence")

@@ -7,13 +7,17 @@ from typing import Callable
 from torch import Tensor
 
 from al_lightning.strategies.outputs import PoolOutputs
+from al_lightning.strategies.ranking import ranking_dtype
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import RankedStrategy
 
 
 def negative_entropy(logits: Tensor) -> Tensor:
-    """(B,) Σ p log p of the softmax of each row (minus the entropy, so lower = more uncertain)."""
-    log_p = logits.float().log_softmax(dim=1)
+    """(B,) Σ p log p of the softmax of each row (minus the entropy, so lower = more uncertain).
+
+    Computed in float64 for float64 logits, in float32 otherwise.
+    """
+    log_p = logits.to(ranking_dtype(logits)).log_softmax(dim=1)
     return (log_p.exp() * log_p).sum(dim=1)
 
 

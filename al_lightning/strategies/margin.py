@@ -7,13 +7,17 @@ from typing import Callable
 from torch import Tensor
 
 from al_lightning.strategies.outputs import PoolOutputs
+from al_lightning.strategies.ranking import ranking_dtype
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import RankedStrategy
 
 
 def softmax_margin(logits: Tensor) -> Tensor:
-    """(B,) difference between the two largest softmax probabilities of each row."""
-    top2 = logits.float().softmax(dim=1).topk(min(2, logits.shape[1]), dim=1).values
+    """(B,) difference between the two largest softmax probabilities of each row.
+
+    Computed in float64 for float64 logits, in float32 otherwise.
+    """
+    top2 = logits.to(ranking_dtype(logits)).softmax(dim=1).topk(min(2, logits.shape[1]), dim=1).values
     return top2[:, 0] - top2[:, 1] if top2.shape[1] == 2 else top2[:, 0]
 
 

@@ -26,5 +26,5 @@ class MarginSelection(RankedStrategy):
     requires = ("logits", "weight")
 
     def scorer(self, head: PoolOutputs) -> Callable[[PoolOutputs], Tensor]:
-        inverse = inverse_distance_table(head.weight)
+        inverse = inverse_distance_table(head.weight, self.score_dtype(head))
         return lambda chunk: boundary_distance(chunk.logits, inverse)

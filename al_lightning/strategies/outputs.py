@@ -10,6 +10,11 @@ from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
 
+#: Fields with one row per scored point: sliced into blocks, sharded across ranks, gathered.
+PER_POINT_FIELDS = ("logits", "features", "targets", "images")
+#: Fields shared by every point: the head, the labeled set, the number of classes.
+SHARED_FIELDS = ("weight", "bias", "labeled_features", "labeled_targets", "num_classes")
+
 
 @dataclass
 class PoolOutputs:
@@ -32,6 +37,10 @@ class PoolOutputs:
             baseline reads them.
         images: (N, channels, H, W) the pool's images, for strategies that look at pixels
             (VAAL); the query callback streams them batch by batch instead.
+        num_classes: C, the classifier's number of classes. Inferred from ``logits``,
+            ``weight`` or ``bias`` when one is given; strategies that read only labels
+            (``balancing``, ``balanced_random``) need it given, since a class that has no
+            labeled point yet is invisible in the labels.
     """
 
     index: Tensor
@@ -43,6 +52,7 @@ class PoolOutputs:
     labeled_targets: Optional[Tensor] = None
     targets: Optional[Tensor] = None
     images: Optional[Tensor] = None
+    num_classes: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.index = torch.as_tensor(self.index, dtype=torch.long)
@@ -50,20 +60,39 @@ class PoolOutputs:
             raise ConfigurationError(f"PoolOutputs.index must be 1-D (N,), got shape {tuple(self.index.shape)}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and not isinstance(value, Tensor):
+            if f.name != "num_classes" and value is not None and not isinstance(value, Tensor):
                 setattr(self, f.name, torch.as_tensor(value))
         self._check_shapes()
+        self._check_num_classes()
 
     def __len__(self) -> int:
         return self.index.numel()
 
-    @property
-    def num_classes(self) -> Optional[int]:
-        """C, read from whichever of ``logits``, ``weight`` or ``bias`` is present."""
+    def _head_classes(self) -> Optional[int]:
+        """C as ``logits``, ``weight`` or ``bias`` give it (the first present), or None."""
         for value, dim in ((self.logits, 1), (self.weight, 0), (self.bias, 0)):
             if value is not None:
                 return value.shape[dim]
         return None
+
+    def _check_num_classes(self) -> None:
+        head = self._head_classes()
+        if self.num_classes is None:
+            self.num_classes = head
+            return
+        if isinstance(self.num_classes, Tensor):
+            self.num_classes = int(self.num_classes)
+        if self.num_classes < 1:
+            raise ConfigurationError(f"PoolOutputs.num_classes must be >= 1, got {self.num_classes}")
+        if head is not None and head != self.num_classes:
+            raise ConfigurationError(f"PoolOutputs.num_classes is {self.num_classes} but the logits/head have {head} classes")
+        for name in ("targets", "labeled_targets"):
+            value = getattr(self, name)
+            if value is not None and value.numel() and (int(value.min()) < 0 or int(value.max()) >= self.num_classes):
+                raise ConfigurationError(
+                    f"PoolOutputs.{name} must lie in [0, {self.num_classes}) (num_classes), got values in "
+                    f"[{int(value.min())}, {int(value.max())}]"
+                )
 
     def _check_shapes(self) -> None:
         n = len(self)
@@ -86,7 +115,7 @@ class PoolOutputs:
                     f"PoolOutputs.{name} has shape {tuple(value.shape)}, expected {want} with N={n} "
                     "(the length of `index`)"
                 )
-        c = self.num_classes
+        c = self._head_classes()
         for name, dim in (("logits", 1), ("weight", 0), ("bias", 0)):
             value = getattr(self, name)
             if value is not None and value.shape[dim] != c:
@@ -110,21 +139,26 @@ class PoolOutputs:
             raise ConfigurationError("PoolOutputs.index holds repeated pool indices; de-duplicate before selecting")
 
 
-def check_finite_logits(logits: Tensor, index: Tensor) -> None:
-    """Refuse to rank NaN or infinite logits: they mean a broken model, not an uncertain one.
+def check_finite(values: Tensor, field: str, index: Optional[Tensor] = None) -> None:
+    """Refuse NaN or infinite values in ``PoolOutputs.<field>``: they mean a broken model or input, not an uncertain one.
 
-    One summing pass decides the usual case without an N×C mask; only when the sum is not
-    finite (a bad value, or finite values overflowing it) are rows checked, block by block.
+    One summing pass decides the usual case without a mask of the tensor's size; only when
+    the sum is not finite (a bad value, or finite values overflowing it) are rows checked,
+    block by block. Non-float tensors pass. ``index`` names bad rows by pool index (for
+    per-point fields); without it they are named by row.
     """
-    if bool(torch.isfinite(logits.sum())):
+    if not values.is_floating_point() or bool(torch.isfinite(values.sum())):
         return
-    step = max(1, (1 << 22) // max(1, logits.shape[1]))
+    rows = values.reshape(values.shape[0], -1)
+    step = max(1, (1 << 22) // max(1, rows.shape[1]))
     bad_rows = torch.cat(
-        [(~torch.isfinite(logits[s : s + step])).any(dim=1).nonzero().squeeze(1) + s for s in range(0, logits.shape[0], step)]
+        [(~torch.isfinite(rows[s : s + step])).any(dim=1).nonzero().squeeze(1) + s for s in range(0, rows.shape[0], step)]
     )
     if bad_rows.numel():
+        first = bad_rows[:5]
+        where = f"pool indices {index[first.to(index.device)].tolist()}" if index is not None else f"rows {first.tolist()}"
+        unit = "points" if index is not None else "rows"
         raise ConfigurationError(
-            f"logits hold NaN or infinite values for {bad_rows.numel()} of {logits.shape[0]} points "
-            f"(pool indices {index[bad_rows[:5].to(index.device)].tolist()}...); "
-            "check the model (diverged training, fp16 overflow) before querying"
+            f"PoolOutputs.{field} holds NaN or infinite values for {bad_rows.numel()} of {rows.shape[0]} {unit} "
+            f"({where}...); check the model (diverged training, fp16 overflow) and its inputs before querying"
         )

@@ -39,8 +39,9 @@ class PartitionedBadge(Strategy):
     are each shuffled into p parts (:func:`~al_lightning.strategies.partitions.paired_partitions`,
     drawn first from the seeded generator), and partition i picks ``part_budgets(b, p)[i]``
     points by k-means++ seeding (D² sampling, plain Euclidean) on gradient embeddings average
-    pooled to ``pooled_dim`` dimensions, with its labeled part as existing centres (without
-    one, its first pick is the largest pooled embedding). Picks come partition by partition.
+    pooled to ``pooled_dim`` dimensions, with its labeled part as existing centres (the
+    paper's code; without one, or with ``labeled_centres=False``, Ash et al.'s original
+    seeding: its first pick is the largest pooled embedding). Picks come partition by partition.
     No partition runs short: the parts differ in size by at most one, larger ones first, so
     ``part_budgets(b, p)[i]`` never exceeds part i's size when b ≤ N, and the total is b.
 
@@ -56,12 +57,16 @@ class PartitionedBadge(Strategy):
         seed: seeds the partitions and the D² draws.
         partitions: p, the number of partitions (the paper uses 10).
         pooled_dim: P, the dimension of the pooled embeddings (the paper uses 512).
+        labeled_centres: each partition's labeled part seeds its k-means++ as existing centres.
     """
 
-    requires = ("logits", "features", "weight", "bias")
+    requires = ("logits", "features", "weight", "bias", "labeled_features")
 
-    def __init__(self, seed: int = 0, partitions: int = 10, pooled_dim: int = 512) -> None:
+    def __init__(self, seed: int = 0, partitions: int = 10, pooled_dim: int = 512, labeled_centres: bool = True) -> None:
         super().__init__(seed)
+        self.labeled_centres = labeled_centres
+        if not labeled_centres:
+            self.requires = ("logits", "features", "weight", "bias")
         if partitions < 1:
             raise ConfigurationError(f"partitioned_badge needs partitions >= 1, got {partitions}")
         if pooled_dim < 1:
@@ -71,7 +76,7 @@ class PartitionedBadge(Strategy):
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
         generator = self.generator()
-        labeled = outputs.labeled_features
+        labeled = outputs.labeled_features if self.labeled_centres else None
         num_labeled = 0 if labeled is None else labeled.shape[0]
         parts = paired_partitions(len(outputs), num_labeled, self.partitions, generator)
         picks = []

@@ -14,11 +14,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.outputs import PoolOutputs, check_finite_logits
-from al_lightning.strategies.ranking import key_ids, score_keys, smallest_keys
-
-#: Key of an empty slot: larger than any real key, so it sorts last.
-EMPTY_KEY = torch.iinfo(torch.int64).max
+from al_lightning.strategies.outputs import PoolOutputs, check_finite
+from al_lightning.strategies.ranking import EMPTY_KEY, key_ids, key_words, score_keys, smallest_keys
 
 
 class Reducer(abc.ABC):
@@ -52,32 +49,42 @@ class RankedReducer(Reducer):
         score: maps a block to its (B,) scores, lower first.
         budget: how many to keep.
         check_logits: refuse blocks with NaN or infinite logits.
+        dtype: the precision scores are ranked in (see
+            :func:`~al_lightning.strategies.ranking.ranking_dtype`): float64 keeps float64
+            scores exact, anything else ranks in float32. It fixes the state's shape.
     """
 
-    def __init__(self, score: Callable[[PoolOutputs], Tensor], budget: int, check_logits: bool = True) -> None:
+    def __init__(
+        self,
+        score: Callable[[PoolOutputs], Tensor],
+        budget: int,
+        check_logits: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.score = score
         self.budget = budget
         self.check_logits = check_logits
-        self.keys = torch.empty(0, dtype=torch.int64)
+        self.dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        self.keys = torch.empty(0, key_words(self.dtype), dtype=torch.int64)
 
     def update(self, chunk: PoolOutputs) -> None:
         if len(chunk) == 0:
             return
         if self.check_logits:
-            check_finite_logits(chunk.logits, chunk.index)
-        scores = self.score(chunk)
+            check_finite(chunk.logits, "logits", chunk.index)
+        scores = self.score(chunk).to(self.dtype)
         self._keep(score_keys(scores, chunk.index.to(scores.device)).cpu())
 
     def _keep(self, keys: Tensor) -> None:
         self.keys = smallest_keys(torch.cat([self.keys, keys]), self.budget)
 
     def state(self) -> Tensor:
-        padded = torch.full((self.budget,), EMPTY_KEY, dtype=torch.int64)
-        padded[: self.keys.numel()] = self.keys
+        padded = torch.full((self.budget, self.keys.shape[1]), EMPTY_KEY, dtype=torch.int64)
+        padded[: len(self.keys)] = self.keys
         return padded
 
     def merge_state(self, state: Tensor) -> None:
-        self._keep(state[state != EMPTY_KEY].cpu())
+        self._keep(state[state[:, 0] != EMPTY_KEY].cpu())
 
     def finish(self, rescan: Optional[Callable[[Reducer], None]] = None) -> Tensor:
         return key_ids(self.keys)

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.strategies.outputs import PoolOutputs, check_finite_logits
+from al_lightning.strategies.outputs import PER_POINT_FIELDS, SHARED_FIELDS, PoolOutputs, check_finite
+from al_lightning.strategies.ranking import check_ids, ranking_dtype
 
 if TYPE_CHECKING:
     from al_lightning.strategies.reducers import Reducer
@@ -54,18 +55,24 @@ class Strategy(abc.ABC):
         return outputs.index[positions.to(outputs.index.device)]
 
     def check_outputs(self, outputs: PoolOutputs) -> None:
-        """Raise a clear error if a required field is missing or the logits are not finite."""
+        """Raise a clear error if a required field is missing or not finite, or an index cannot be ranked.
+
+        Pool indices must lie in [0, 2**32) for every strategy (streaming keys hold them in
+        32 bits), so a dense and a streamed selection refuse the same pools.
+        """
         from al_lightning.strategies.registry import strategies_not_requiring
 
+        check_ids(outputs.index, "PoolOutputs.index")
         for field in self.requires:
-            if getattr(outputs, field) is None:
+            value = getattr(outputs, field)
+            if value is None:
                 others = ", ".join(strategies_not_requiring(field)) or "none"
                 raise ConfigurationError(
                     f"strategy '{self.name}' needs PoolOutputs.{field}, which is None; "
                     f"strategies that do without it: {others}"
                 )
-        if "logits" in self.requires:
-            check_finite_logits(outputs.logits, outputs.index)
+            if isinstance(value, Tensor):
+                check_finite(value, field, outputs.index if field in PER_POINT_FIELDS else None)
 
     def generator(self) -> torch.Generator:
         """A fresh CPU generator seeded with ``self.seed``."""
@@ -89,11 +96,10 @@ def iter_chunks(outputs: PoolOutputs, rows: int) -> Iterator[PoolOutputs]:
 
     Per-point fields are sliced; head and labeled-set fields are shared by every block.
     """
-    per_point = ("logits", "features", "targets", "images")
-    shared = {f: getattr(outputs, f) for f in ("weight", "bias", "labeled_features", "labeled_targets")}
+    shared = {f: getattr(outputs, f) for f in SHARED_FIELDS}
     for start in range(0, len(outputs), rows):
         stop = min(start + rows, len(outputs))
-        sliced = {f: getattr(outputs, f)[start:stop] for f in per_point if getattr(outputs, f) is not None}
+        sliced = {f: getattr(outputs, f)[start:stop] for f in PER_POINT_FIELDS if getattr(outputs, f) is not None}
         yield PoolOutputs(index=torch.arange(start, stop), **sliced, **shared)
 
 
@@ -113,7 +119,14 @@ class StreamingStrategy(Strategy):
     @abc.abstractmethod
     def reducer(self, head: PoolOutputs, budget: int) -> "Reducer":
         """A fresh reducer for ``budget`` picks; ``head`` carries the fields shared by all
-        blocks (``weight``, ``bias``), its per-point fields are not read."""
+        blocks (``weight``, ``bias``), its per-point fields are not read (beyond their dtype,
+        see :meth:`score_dtype`)."""
+
+    def score_dtype(self, head: PoolOutputs) -> torch.dtype:
+        """The precision scores are computed and ranked in: float64 if a field this strategy
+        requires is float64 in ``head`` (the pool's outputs, or the head alone when streaming),
+        float32 otherwise. It is fixed when the reducer is made, so its state's shape is too."""
+        return ranking_dtype(*(getattr(head, f) for f in self.requires))
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
         rows = self.block_rows(outputs)
@@ -133,7 +146,8 @@ class RankedStrategy(StreamingStrategy):
 
     The "score, then rank" split (as in baal's heuristics): a subclass only supplies
     :meth:`scorer`. Ranking uses :mod:`~al_lightning.strategies.ranking` keys, so ties go to
-    the smaller id and a batch-by-batch reduction selects exactly the same points.
+    the smaller id and a batch-by-batch reduction selects exactly the same points; scores
+    are ranked in :meth:`score_dtype` (float64 for float64 inputs, float32 otherwise).
     """
 
     requires: ClassVar[tuple[str, ...]] = ("logits",)
@@ -148,7 +162,9 @@ class RankedStrategy(StreamingStrategy):
     def reducer(self, head: PoolOutputs, budget: int) -> "Reducer":
         from al_lightning.strategies.reducers import RankedReducer
 
-        return RankedReducer(self.scorer(head), budget, check_logits="logits" in self.requires)
+        return RankedReducer(
+            self.scorer(head), budget, check_logits="logits" in self.requires, dtype=self.score_dtype(head)
+        )
 
 
 @runtime_checkable
