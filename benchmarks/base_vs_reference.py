@@ -17,8 +17,8 @@ import time
 import torch
 from synthetic_pool import load_pool
 
+from al_lightning.quotas import even_shares
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.balanced_selection import class_quotas
 
 
 def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, budget: int, batch: int = 100) -> list[int]:
@@ -37,7 +37,7 @@ def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         d[rows, p] = d.min(1).values
         distances[start : start + batch] = d
     taken, picked = set(), []
-    for c, quota in enumerate(class_quotas(budget, num_classes)):
+    for c, quota in enumerate(even_shares(budget, num_classes)):
         for i in torch.argsort(distances[:, c], stable=True).tolist():
             if quota == 0:
                 break

@@ -8,24 +8,42 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from torchmetrics.utilities.distributed import gather_all_tensors
 
-from al_lightning.distributed import gather_rows, rank
+from al_lightning.distributed import is_distributed, rank
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.strategies import PoolOutputs, Strategy
+from al_lightning.strategies.outputs import PER_POINT_FIELDS
 from al_lightning.strategies.reducers import Reducer
 from al_lightning.strategies.strategy import StreamingStrategy
 
 ForwardContext = Callable[[], AbstractContextManager]
-PER_POINT = ("logits", "features", "images")
+
+#: Per-point fields a forward pass over the pool produces (``targets`` come from the oracle's data).
+SCORED_FIELDS = tuple(f for f in PER_POINT_FIELDS if f != "targets")
+
+
+def gather_rows(tensor: Tensor, device: torch.device) -> Tensor:
+    """Every rank's rows of ``tensor`` (any number per rank), in rank order, on the tensor's device.
+
+    The collective runs on ``device`` (the rank's GPU under NCCL); a no-op in one process.
+    """
+    if not is_distributed():
+        return tensor
+    return torch.cat(gather_all_tensors(tensor.to(device))).to(tensor.device)
 
 
 class PoolScorer:
     """Eval-mode passes of the classifier over this rank's shard of a loader.
 
+    The trunk runs inside ``forward_context`` (the precision plugin's autocast); the head,
+    the logits and the features handed to strategies are float32
+    (:meth:`ActiveClassifier.classify`), so selection does not depend on the training precision.
+
     Args:
         module: the classifier, with the weights to score with.
         device: the rank's device.
-        forward_context: makes the context each forward runs in (the precision plugin's autocast).
+        forward_context: makes the context each forward runs in.
     """
 
     def __init__(self, module: ActiveClassifier, device: torch.device, forward_context: ForwardContext = nullcontext) -> None:
@@ -34,17 +52,19 @@ class PoolScorer:
         self.forward_context = forward_context
 
     def head(self) -> PoolOutputs:
-        """The linear head as a :class:`PoolOutputs` with no points: what reducers are built from."""
+        """The head and C as a :class:`PoolOutputs` with no points: the fields shared by every chunk."""
         return PoolOutputs(
             index=torch.empty(0, dtype=torch.long),
             weight=self.module.head.weight.detach().float(),
             bias=self.module.head.bias.detach().float(),
+            num_classes=self.module.head.out_features,
         )
 
     @torch.no_grad()
     def batches(self, loader: DataLoader, fields: Iterable[str]) -> Iterator[PoolOutputs]:
-        """Per-batch outputs with the per-point ``fields`` asked for (logits, features, images)."""
+        """Per-batch outputs with the per-point ``fields`` asked for and the head's fields."""
         fields = set(fields)
+        head = self.head()
         was_training = self.module.training
         self.module.eval()
         try:
@@ -57,14 +77,13 @@ class PoolScorer:
                 if fields & {"logits", "features"}:
                     with self.forward_context():
                         features = self.module.extract_features(images)
-                        logits = self.module.head(features)
-                    if "logits" in fields:
-                        values["logits"] = logits.float()
+                        if "logits" in fields:
+                            values["logits"] = self.module.classify(features)
                     if "features" in fields:
                         values["features"] = features.float()
                 if "images" in fields:
                     values["images"] = images
-                yield PoolOutputs(index=index.to(self.device), **values)
+                yield PoolOutputs(index=index.to(self.device), weight=head.weight, bias=head.bias, num_classes=head.num_classes, **values)
         finally:
             self.module.train(was_training)
 
@@ -74,7 +93,7 @@ class PoolScorer:
         Sorting makes the result independent of how the pool was sharded, so a 1-rank and a
         2-rank run hand the strategy identical inputs.
         """
-        fields = [f for f in PER_POINT if f in set(fields)]
+        fields = [f for f in SCORED_FIELDS if f in set(fields)]
         columns: dict[str, list[Tensor]] = {f: [] for f in ["index", *fields]}
         for chunk in self.batches(loader, fields):
             for f in columns:
@@ -115,10 +134,11 @@ def select_from_pool(
 ) -> Tensor:
     """Pool indices chosen by ``strategy``: on every rank for streaming strategies, on rank 0 otherwise.
 
-    Streaming strategies reduce batch by batch (memory O(b) or O(C·b)) and every rank
-    finishes the merged reduction identically; the others get whole :class:`PoolOutputs`
-    with only the fields they require, gathered on every rank, and rank 0 selects (other
-    ranks return nothing: the caller broadcasts rank 0's answer).
+    Every chunk or whole :class:`PoolOutputs` a strategy gets carries the head (``weight``,
+    ``bias``) and ``num_classes``, plus the fields it ``requires``. Streaming strategies
+    reduce batch by batch (memory O(b) or O(C·b)) and every rank finishes the merged
+    reduction identically; the others get whole outputs gathered on every rank, and rank 0
+    selects (other ranks return nothing: the caller broadcasts rank 0's answer).
 
     Args:
         pool_loader: this rank's shard of the pool to score, yielding ``(image, pool_index)``.
@@ -128,7 +148,7 @@ def select_from_pool(
         true_targets: (N_train,) the dataset's labels (only for the cheating ``targets`` field).
     """
     fields = set(strategy.requires)
-    per_point = fields & set(PER_POINT)
+    per_point = fields & set(SCORED_FIELDS)
     if isinstance(strategy, StreamingStrategy):
         reducer = strategy.reducer(scorer.head(), budget)
         scorer.stream(reducer, pool_loader, per_point)
@@ -138,16 +158,14 @@ def select_from_pool(
 
         return reducer.finish(rescan).cpu()
 
+    head = scorer.head()
     scored = scorer.gather(pool_loader, per_point) if per_point else {"index": pool_indices}
-    outputs = PoolOutputs(**scored)
-    if fields & {"weight", "bias"}:
-        head = scorer.head()
-        outputs.weight, outputs.bias = head.weight.cpu(), head.bias.cpu()
+    outputs = PoolOutputs(**scored, weight=head.weight.cpu(), bias=head.bias.cpu(), num_classes=head.num_classes)
     if "labeled_features" in fields:
         labeled = scorer.gather(labeled_loader, ["features"])
         outputs.labeled_features = labeled["features"]
         outputs.labeled_targets = labels[labeled["index"]]
-    elif "labeled_targets" in fields:
+    else:
         outputs.labeled_targets = labels[labels >= 0]
     if "targets" in fields:
         outputs.targets = true_targets[outputs.index]

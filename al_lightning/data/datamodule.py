@@ -9,29 +9,16 @@ from typing import Any, Iterator, Literal, Optional
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader, RandomSampler
 
-from al_lightning.data.datasets import SubsetView, collate_skipping_none
+from al_lightning.data.datasets import BatchView, SubsetView, collate_skipping_none
 from al_lightning.data.oracle import SimulatedOracle
 from al_lightning.data.pool import ActivePool
+from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
 from al_lightning.data.sources import DatasetSplits, build_source
 from al_lightning.data.splits import balanced_subset, random_subset, stratified_split
 from al_lightning.errors import ConfigurationError
 from al_lightning.seeding import derive_seed, resolve_seed, seed_worker
-
-
-class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th item starting at ``rank``: a split of a dataset across ranks
-    with no padding, so that no item is scored or counted twice."""
-
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self):
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
 
 
 class ActiveDataModule(pl.LightningDataModule):
@@ -51,16 +38,23 @@ class ActiveDataModule(pl.LightningDataModule):
         initial_pool_size: points labeled before round 0 (0: the strategy picks them with
             the untrained head, see the query callback).
         initial_pool: ``random`` (uniform) or ``balanced`` (equal per class, reads labels).
-        batch_size: training batch size.
-        eval_batch_size: batch size for validation, test and pool scoring (default 2× batch_size).
+        batch_size: the global training batch: images per optimizer step over all DDP ranks
+            together (each rank takes ``batch_size / world_size``), as the paper's code
+            divides it, so a run trains the same way on 1 or 8 devices. A last partial
+            batch joins the one before it, so no batch holds a single image.
+        eval_batch_size: images per forward pass on each rank for validation, test and pool
+            scoring (default 2× batch_size); it changes speed and memory, not results.
         num_workers: data-loading worker processes.
         seed: seeds the validation split, the initial pool and the shuffling (default:
             ``seed_everything``'s seed).
         download: fetch the dataset if it is missing (``cifar10``, ``cifar10_lt``).
-        imbalance_ratio: largest over smallest class size of ``cifar10_lt``.
+        imbalance_ratio: largest over smallest class size of ``cifar10_lt`` (default 10).
         split_dir: folder of ImageNet-LT's split files (default: ``path``).
         skip_corrupt: leave out unreadable images (each named in a warning) instead of
-            stopping at the first one.
+            stopping at the first one (image-file sources).
+
+    Source options (``download``, ``imbalance_ratio``, ``split_dir``, ``skip_corrupt``) are
+    passed only when set, and one the chosen dataset does not take is an error.
     """
 
     def __init__(
@@ -75,25 +69,18 @@ class ActiveDataModule(pl.LightningDataModule):
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
         seed: Optional[int] = None,
-        download: bool = False,
-        imbalance_ratio: float = 10.0,
+        download: Optional[bool] = None,
+        imbalance_ratio: Optional[float] = None,
         split_dir: Optional[str] = None,
-        skip_corrupt: bool = False,
+        skip_corrupt: Optional[bool] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if initial_pool_size < 0:
             raise ConfigurationError(f"initial_pool_size must be >= 0, got {initial_pool_size}")
-        self.source = build_source(
-            dataset,
-            path=path,
-            image_size=image_size,
-            download=download,
-            imbalance_ratio=imbalance_ratio,
-            split_dir=split_dir,
-            skip_corrupt=skip_corrupt,
-        )
-        self.download = download
+        options = {"download": download, "imbalance_ratio": imbalance_ratio, "split_dir": split_dir, "skip_corrupt": skip_corrupt}
+        self.source = build_source(dataset, path=path, image_size=image_size, **{k: v for k, v in options.items() if v is not None})
+        self.download = bool(download)
         self.val_fraction = val_fraction
         self.initial_pool_size = initial_pool_size
         self.initial_pool = initial_pool
@@ -161,50 +148,61 @@ class ActiveDataModule(pl.LightningDataModule):
         return labels
 
     # -- loaders ------------------------------------------------------------------------
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
-        """The labeled set with training transforms and the oracle's labels, shuffled.
+        """This rank's share of the labeled set, training transforms, the oracle's labels, shuffled.
 
         Lightning asks for it every epoch (the query callback reloads loaders every epoch,
         because the labeled set grows between rounds). Shuffling and worker seeds come from
-        (seed, round, epoch), so a run resumed at a round boundary replays exactly.
+        (seed, round, epoch), identical on every rank, so a run resumed at a round boundary
+        replays exactly and the ranks together take the same global batches as one process
+        (:class:`~al_lightning.data.samplers.GlobalBatchSampler`).
         """
         indices = self.pool.labeled_indices()
         view = SubsetView(self.splits.train, indices, self.splits.train_transform, targets=self.pool.labels[indices])
         epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
         seed = derive_seed(self.seed, "train", self.pool.last_round, epoch)
+        rank, world_size = self._rank_and_world()
         return DataLoader(
-            view,
-            batch_size=self.batch_size,
-            sampler=RandomSampler(view, generator=torch.Generator().manual_seed(seed)),
+            BatchView(view),
+            batch_size=None,
+            sampler=GlobalBatchSampler(len(view), self.batch_size, seed, rank, world_size),
             num_workers=self.num_workers,
-            worker_init_fn=partial(seed_worker, base_seed=seed % 2**32),
-            generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=partial(seed_worker, base_seed=(seed + rank) % 2**32),
             pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_skipping_none,
         )
 
-    def unlabeled_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def unlabeled_train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Endless shuffled batches of unlabeled images with training transforms, as ``(image, pool_index)``.
 
-        For strategies that train on the unlabeled pool alongside the classifier (VAAL).
+        For strategies with networks of their own that learn from the unlabeled pool
+        alongside the classifier (:class:`~al_lightning.strategies.TrainsWithClassifier`).
+        Batches hold this rank's share of a global batch, as the labeled ones do.
         """
         view = SubsetView(self.splits.train, self.pool.unlabeled_indices(), self.splits.train_transform, with_index=True)
         generator = torch.Generator().manual_seed(seed)
+        _, world_size = self._rank_and_world()
         while len(view):
             yield from DataLoader(
                 view,
-                batch_size=self.batch_size,
+                batch_size=max(1, self.batch_size // world_size),
                 sampler=RandomSampler(view, generator=generator),
                 num_workers=self.num_workers,
                 worker_init_fn=partial(seed_worker, base_seed=seed % 2**32),
                 pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_skipping_none,
+                collate_fn=collate_skipping_none,
             )
 
     def val_dataloader(self) -> DataLoader:
-        """The held-out validation split (true labels), eval transforms."""
+        """This rank's share of the held-out validation split (true labels), eval transforms.
+
+        Sharded without repeats, so the synced validation accuracy is the same on any number of ranks.
+        """
         view = SubsetView(self.splits.train, self.pool.holdout_indices(), self.splits.eval_transform)
-        return self._eval_loader(view)
+        return self._eval_loader(view, sharded=True)
 
     def test_dataloader(self, sharded: bool = False) -> DataLoader:
         """The test split, eval transforms. ``sharded``: only this rank's share."""
@@ -221,10 +219,8 @@ class ActiveDataModule(pl.LightningDataModule):
         return self._eval_loader(view, sharded)
 
     def _eval_loader(self, view: SubsetView, sharded: bool = False) -> DataLoader:
-        sampler = None
-        trainer = getattr(self, "trainer", None)
-        if sharded and trainer is not None and trainer.world_size > 1:
-            sampler = ShardSampler(len(view), trainer.global_rank, trainer.world_size)
+        rank, world_size = self._rank_and_world() if sharded else (0, 1)
+        sampler = ShardSampler(len(view), rank, world_size)
         return DataLoader(
             view,
             batch_size=self.eval_batch_size,

@@ -81,6 +81,24 @@ class SubsetView(Dataset):
         return image, int(self.targets[i]) if self.targets is not None else int(target)
 
 
+class BatchView(Dataset):
+    """Whole batches of ``view``: item ``[i, j, ...]`` is the collated batch of those items.
+
+    For samplers that choose each batch themselves
+    (:class:`~al_lightning.data.samplers.GlobalBatchSampler`), under a DataLoader with
+    ``batch_size=None``; unreadable items are dropped as :func:`collate_skipping_none` does.
+    """
+
+    def __init__(self, view: Dataset) -> None:
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, positions: list[int]) -> Any:
+        return collate_skipping_none([self.view[i] for i in positions])
+
+
 class ArrayImageDataset(Dataset):
     """Images held in one (N, H, W, 3) uint8 array (CIFAR's in-memory form), with (N,) targets.
 

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
+from al_lightning.quotas import even_shares
 
 
 def stratified_split(targets: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
@@ -38,11 +39,9 @@ def random_subset(candidates: Tensor, size: int, generator: torch.Generator) -> 
 
 def balanced_subset(candidates: Tensor, targets: Tensor, size: int, num_classes: int, generator: torch.Generator) -> Tensor:
     """``size`` elements of ``candidates`` with ⌊size/C⌋ (+1 for the first size mod C classes) per class."""
-    base, extra = divmod(size, num_classes)
     chosen = []
-    for c in range(num_classes):
+    for c, take in enumerate(even_shares(size, num_classes)):
         members = candidates[targets[candidates] == c]
-        take = base + (c < extra)
         if take > members.numel():
             raise ConfigurationError(
                 f"a class-balanced initial pool of {size} needs {take} points of class {c}, which has only "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -15,16 +15,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from al_lightning.models.backbones import build_backbone
 from al_lightning.models.checkpoints import load_backbone_weights
 
+#: Top-5 accuracy is reported from this many classes on: with C <= 5 it is always 1.0.
+TOP5_MIN_CLASSES = 6
+
 
 def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """Top-1 and top-5 accuracy (top-k capped at the number of classes)."""
-    return MetricCollection(
-        {
-            "acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        },
-        prefix=prefix,
-    )
+    """Top-1 accuracy, and top-5 when there are more than five classes (else it would always be 1.0)."""
+    metrics = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes >= TOP5_MIN_CLASSES:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=prefix)
 
 
 class ActiveClassifier(pl.LightningModule):
@@ -35,6 +35,16 @@ class ActiveClassifier(pl.LightningModule):
     gradients, only the head is optimised). :meth:`reset_weights` puts the backbone back to
     its initial (SSP) weights and draws a fresh head; the query callback calls it at the
     start of every round.
+
+    Frozen parts (the trunk in linear evaluation, the BatchNorm layers with
+    ``freeze_bn_stats``) are put back in eval mode before every training batch: Lightning
+    sets each submodule's ``training`` flag itself (it restores the captured flags after
+    every validation, and never calls :meth:`train`), so overriding ``train()`` alone would
+    leave BatchNorm updating its running statistics.
+
+    The head always runs in float32, outside any autocast region: under ``bf16-mixed`` the
+    trunk runs in bfloat16, but the logits that rank the pool keep float32 precision
+    (bfloat16 logits tie thousands of boundary distances at ImageNet scale).
 
     Args:
         num_classes: C (linked from the data module by the CLI).
@@ -116,27 +126,44 @@ class ActiveClassifier(pl.LightningModule):
         weights = torch.where(counts > 0, counts.sum() / (counts.numel() * counts.clamp_min(1)), 1.0)
         self.class_weights.copy_(weights)
 
+    def frozen_modules(self) -> Iterator[nn.Module]:
+        """The submodules that stay in eval mode while training: the trunk in linear
+        evaluation, else its BatchNorm layers when ``freeze_bn_stats``."""
+        if self.freeze_backbone:
+            yield from self.backbone.modules()
+        elif self.freeze_bn_stats:
+            yield from (m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+    def hold_frozen_modes(self) -> None:
+        """Put the :meth:`frozen_modules` in eval mode, whatever set their flags before."""
+        for module in self.frozen_modules():
+            module.training = False
+
     def train(self, mode: bool = True) -> "ActiveClassifier":
-        """Keep the frozen trunk (or its BatchNorm statistics) in eval mode during training."""
         super().train(mode)
-        if mode and self.freeze_backbone:
-            self.backbone.eval()
-        elif mode and self.freeze_bn_stats:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        if mode:
+            self.hold_frozen_modes()
         return self
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Runs after every Lightning mode change (fit start, validation's restore), right before the step.
+        self.hold_frozen_modes()
 
     # -- forward ----------------------------------------------------------------------
     def extract_features(self, images: Tensor) -> Tensor:
-        """(B, d) penultimate embeddings: the head's input."""
+        """(B, d) penultimate embeddings: the head's input (in the trunk's precision)."""
         if self.freeze_backbone:
             with torch.no_grad():
                 return self.backbone(images)
         return self.backbone(images)
 
+    def classify(self, features: Tensor) -> Tensor:
+        """(B, C) float32 logits of the head, computed in float32 even inside autocast."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.head(features.float())
+
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.extract_features(images))
+        return self.classify(self.extract_features(images))
 
     # -- Lightning steps --------------------------------------------------------------
     def training_step(self, batch: Optional[tuple[Tensor, Tensor]], batch_idx: int) -> Optional[Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.balanced_selection import class_quotas
+from al_lightning.quotas import even_shares
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
@@ -15,13 +15,13 @@ def balanced_quotas(available: Tensor, budget: int, generator: torch.Generator) 
     """Picks per class: the paper's quotas, water-filled when a class has too few points.
 
     ``available`` (C,) counts the pool's points of each class and ``budget`` is at most their
-    sum. If every class can fill ⌊b/C⌋ + [c < b mod C] (:func:`class_quotas`), those are
+    sum. If every class can fill ⌊b/C⌋ + [c < b mod C] (:func:`~al_lightning.quotas.even_shares`), those are
     the quotas. Otherwise each class gets min(n_c, L) for the largest level L that fits the
     budget, and the r points still missing go one each to r classes drawn at random (seeded)
     among those with points to spare: the most balanced allocation the pool allows.
     """
     num_classes = available.numel()
-    quotas = torch.tensor(class_quotas(budget, num_classes), dtype=torch.long)
+    quotas = torch.tensor(even_shares(budget, num_classes), dtype=torch.long)
     if bool((quotas <= available).all()):
         return quotas
     # sum(min(n_c, L)) grows with L; binary-search the largest L with sum <= budget.

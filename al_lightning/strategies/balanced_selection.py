@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from al_lightning.quotas import even_shares
 from al_lightning.strategies.boundary import class_boundary_distances, inverse_distance_table
 from al_lightning.strategies.outputs import PoolOutputs, check_finite
 from al_lightning.strategies.ranking import (
@@ -24,12 +25,6 @@ from al_lightning.strategies.strategy import StreamingStrategy
 
 #: Above this share of (point, class) pairs passing the thresholds, a block is merged densely.
 _DENSE_SHARE = 0.125
-
-
-def class_quotas(budget: int, num_classes: int) -> list[int]:
-    """Picks per class: ⌊b/C⌋, plus one for the first b mod C classes (as the paper's code)."""
-    base, extra = divmod(budget, num_classes)
-    return [base + (c < extra) for c in range(num_classes)]
 
 
 class ClassCandidates:
@@ -190,6 +185,6 @@ class BalancedSelection(StreamingStrategy):
         self.min_depth = min_depth
 
     def reducer(self, head: PoolOutputs, budget: int) -> BalancedSelectionReducer:
-        quotas = class_quotas(budget, head.weight.shape[0])
+        quotas = even_shares(budget, head.weight.shape[0])
         depth = max(self.depth_factor * max(quotas), max(quotas) + self.min_depth)
         return BalancedSelectionReducer(inverse_distance_table(head.weight, self.score_dtype(head)), quotas, depth)

@@ -8,11 +8,12 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
+from al_lightning.quotas import even_shares
 from al_lightning.strategies.badge import kmeans_pp
 from al_lightning.strategies.distances import expanded_sq_distances, nearest_centre_sq_distances
 from al_lightning.strategies.gradient_embedding import head_logits, pooled_gradient_embedding
 from al_lightning.strategies.outputs import PoolOutputs
-from al_lightning.strategies.partitions import paired_partitions, part_budgets
+from al_lightning.strategies.partitions import paired_partitions
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
 
@@ -37,13 +38,13 @@ class PartitionedBadge(Strategy):
 
     The paper's appendix A.3, after Citovsky et al. (2021): the unlabeled and the labeled sets
     are each shuffled into p parts (:func:`~al_lightning.strategies.partitions.paired_partitions`,
-    drawn first from the seeded generator), and partition i picks ``part_budgets(b, p)[i]``
+    drawn first from the seeded generator), and partition i picks ``even_shares(b, p)[i]``
     points by k-means++ seeding (D² sampling, plain Euclidean) on gradient embeddings average
     pooled to ``pooled_dim`` dimensions, with its labeled part as existing centres (the
     paper's code; without one, or with ``labeled_centres=False``, Ash et al.'s original
     seeding: its first pick is the largest pooled embedding). Picks come partition by partition.
     No partition runs short: the parts differ in size by at most one, larger ones first, so
-    ``part_budgets(b, p)[i]`` never exceeds part i's size when b ≤ N, and the total is b.
+    ``even_shares(b, p)[i]`` never exceeds part i's size when b ≤ N, and the total is b.
 
     The pooled embeddings are exactly ``adaptive_avg_pool1d`` of the (C·d) gradient embedding,
     computed in O(C + d + pooled_dim) per point
@@ -80,7 +81,7 @@ class PartitionedBadge(Strategy):
         num_labeled = 0 if labeled is None else labeled.shape[0]
         parts = paired_partitions(len(outputs), num_labeled, self.partitions, generator)
         picks = []
-        for (unlabeled, labeled_part), take in zip(parts, part_budgets(budget, self.partitions)):
+        for (unlabeled, labeled_part), take in zip(parts, even_shares(budget, self.partitions)):
             if take == 0:
                 continue
             x = pooled_gradient_embedding(outputs.logits, outputs.features, self.pooled_dim, rows=unlabeled)

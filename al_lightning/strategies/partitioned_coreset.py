@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
+from al_lightning.quotas import even_shares
 from al_lightning.strategies.coreset import k_center_greedy
 from al_lightning.strategies.outputs import PoolOutputs
-from al_lightning.strategies.partitions import paired_partitions, part_budgets
+from al_lightning.strategies.partitions import paired_partitions
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
 
@@ -20,7 +21,7 @@ class PartitionedCoreset(Strategy):
     The paper's appendix A.3 (after Citovsky et al., "Batch Active Learning at Scale",
     NeurIPS 2021): the unlabeled and the labeled set are each shuffled (seeded) and cut into
     p near-equal parts; partition i runs greedy k-center (Sener & Savarese, ICLR 2018) on its
-    unlabeled part from its own labeled part, with ``part_budgets(b, p)[i]`` picks (the parts
+    unlabeled part from its own labeled part, with ``even_shares(b, p)[i]`` picks (the parts
     differ in size by at most one, larger first, so no part is short of its share when
     b ≤ N). A partition without labeled points starts from a seeded random pick. Returns partition 0's picks in
     selection order, then partition 1's, and so on.
@@ -46,7 +47,7 @@ class PartitionedCoreset(Strategy):
         generator = self.generator()
         features, labeled = outputs.features, outputs.labeled_features
         pairs = paired_partitions(len(outputs), labeled.shape[0], self.partitions, generator)
-        quotas = part_budgets(budget, self.partitions)
+        quotas = even_shares(budget, self.partitions)
         picks = [
             unlabeled[k_center_greedy(features[unlabeled], labeled[centres], quota, generator)]
             for (unlabeled, centres), quota in zip(pairs, quotas)

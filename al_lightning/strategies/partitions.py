@@ -6,12 +6,6 @@ import torch
 from torch import Tensor
 
 
-def part_budgets(budget: int, parts: int) -> list[int]:
-    """Picks per partition: ⌊b/p⌋, plus one for the first b mod p partitions."""
-    base, extra = divmod(budget, parts)
-    return [base + (i < extra) for i in range(parts)]
-
-
 def random_partitions(size: int, parts: int, generator: torch.Generator) -> list[Tensor]:
     """Shuffle ``range(size)`` and cut it into ``parts`` near-equal pieces (sizes differ by at most one)."""
     order = torch.randperm(size, generator=generator)
@@ -22,7 +16,7 @@ def paired_partitions(num_unlabeled: int, num_labeled: int, parts: int, generato
     """``parts`` pairs (unlabeled positions, labeled positions), each set shuffled and split independently.
 
     As the paper's appendix A.3: partition i runs the selection on its unlabeled piece against
-    its own labeled piece, with ``part_budgets(b, p)[i]`` picks.
+    its own labeled piece, with ``even_shares(b, p)[i]`` picks.
     """
     unlabeled = random_partitions(num_unlabeled, parts, generator)
     labeled = random_partitions(num_labeled, parts, generator)

@@ -10,8 +10,27 @@ from al_lightning.callbacks import ROUND_COLUMNS, QueryCallback
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
-from al_lightning.strategies import available
+from al_lightning.strategies import PoolOutputs, Strategy, StreamingStrategy, available
 from tests.conftest import read_csv
+
+
+def record_inputs(strategy: Strategy) -> list[PoolOutputs]:
+    """Wrap ``strategy`` so that every PoolOutputs it receives (whole, or chunk by chunk) is recorded."""
+    received: list[PoolOutputs] = []
+    if isinstance(strategy, StreamingStrategy):
+        make_reducer = strategy.reducer
+
+        def reducer(head, budget):
+            made = make_reducer(head, budget)
+            update = made.update
+            made.update = lambda chunk: (received.append(chunk), update(chunk))[1]
+            return made
+
+        strategy.reducer = reducer
+    else:
+        select = strategy.select
+        strategy.select = lambda outputs, budget: (received.append(outputs), select(outputs, budget))[1]
+    return received
 
 
 def run(tmp_path, initial_pool_size=100, **al) -> tuple[ActiveDataModule, QueryCallback, pl.Trainer]:
@@ -63,13 +82,38 @@ def test_bad_callback_settings():
 
 
 @pytest.mark.parametrize("strategy", available())
-def test_every_strategy_runs_a_round_through_the_callback(tmp_path, strategy):
+def test_every_strategy_runs_a_round_through_the_callback_and_gets_what_it_requires(tmp_path, strategy, monkeypatch):
     args = {"width": 8, "crop_size": 16} if strategy == "vaal" else {}
+    original_init = QueryCallback.__init__
+
+    def init_and_spy(self, *a, **k):
+        original_init(self, *a, **k)
+        self._spied = record_inputs(self.strategy)
+
+    monkeypatch.setattr(QueryCallback, "__init__", init_and_spy)
     datamodule, callback, _ = run(tmp_path, initial_pool_size=30, strategy=strategy, budget=25, rounds=1, strategy_args=args)
     pool = datamodule.pool
     assert torch.bincount(pool.rounds[pool.labeled_mask].long()).tolist() == [30, 25]
     assert not (pool.labeled_mask & pool.holdout).any()
     assert [row["num_labeled"] for row in callback.history] == [30, 55]
+
+    inputs = callback._spied
+    assert inputs, "the strategy was never called"
+    assert sum(len(o) for o in inputs) == pool.num_unlabeled + 25  # the whole unlabeled pool, once
+    labeled_round0 = (pool.rounds == 0).nonzero().squeeze(1)
+    for outputs in inputs:
+        missing = [f for f in callback.strategy.requires if getattr(outputs, f) is None]
+        assert not missing, f"{strategy} did not get {missing}"
+        assert outputs.num_classes == 10
+        assert not set(outputs.index.tolist()) & set(labeled_round0.tolist())
+        if outputs.labeled_targets is not None:
+            assert outputs.labeled_targets.numel() == 30
+        if outputs.labeled_features is not None:
+            assert outputs.labeled_features.shape == (30, 512)
+            # labels in the order of the features: each labeled point's true class
+            assert sorted(outputs.labeled_targets.tolist()) == sorted(datamodule.train_targets[labeled_round0].tolist())
+        if outputs.images is not None:
+            assert tuple(outputs.images.shape[1:]) == (3, 16, 16)
 
 
 def test_vaal_cannot_pick_the_initial_pool(tmp_path):

@@ -31,9 +31,14 @@ def check_items(splits, shape: tuple[int, ...]) -> None:
     assert torch.equal(labels[0], splits.train_targets)
 
 
+def test_an_option_the_dataset_does_not_take_is_an_error(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"dataset 'cifar10' does not take --data.imbalance_ratio \(it is an option of: cifar10_lt\)"):
+        build_source("cifar10", path=str(write_cifar(tmp_path)), imbalance_ratio=10)
+
+
 # -- CIFAR-10 ------------------------------------------------------------------------------
 def test_cifar10_loads_the_python_batches(tmp_path):
-    source = build_source("cifar10", path=str(write_cifar(tmp_path)), image_size=16, skip_corrupt=True)
+    source = build_source("cifar10", path=str(write_cifar(tmp_path)), image_size=16)
     assert source.num_classes == 10
     splits = source.load()
     assert splits.class_names == CIFAR_CLASSES
@@ -113,7 +118,7 @@ def imagenet(tmp_path) -> Path:
 
 
 def test_imagenet_loads_class_folders(imagenet):
-    source = build_source("imagenet", path=str(imagenet), image_size=16, download=True, imbalance_ratio=3)
+    source = build_source("imagenet", path=str(imagenet), image_size=16)
     assert source.num_classes == 3
     splits = source.load()
     assert splits.class_names == WNIDS

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from al_lightning.quotas import even_shares
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.balanced_selection import class_quotas
 from al_lightning.strategies.boundary import boundary_distance, inverse_distance_table, weight_distance_table
 
 # Head: w0 = (1, 0), w1 = (0, 1), w2 = (-1, 0), no bias. ‖w0−w1‖ = ‖w1−w2‖ = √2, ‖w0−w2‖ = 2.
@@ -56,8 +56,8 @@ def test_base_on_the_toy():
 
 
 def test_base_quotas_follow_the_paper():
-    assert class_quotas(10, 4) == [3, 3, 2, 2]
-    assert class_quotas(2, 5) == [1, 1, 0, 0, 0]
+    assert even_shares(10, 4) == [3, 3, 2, 2]
+    assert even_shares(2, 5) == [1, 1, 0, 0, 0]
 
 
 def reference_distances(logits, weight):
@@ -76,7 +76,7 @@ def reference_distances(logits, weight):
 def reference_base(logits, weight, budget):
     distances, _ = reference_distances(logits, weight)
     taken, picked = set(), []
-    for c, quota in enumerate(class_quotas(budget, logits.shape[1])):
+    for c, quota in enumerate(even_shares(budget, logits.shape[1])):
         for i in sorted(range(len(logits)), key=lambda i: (distances[i, c].item(), i)):
             if quota == 0:
                 break

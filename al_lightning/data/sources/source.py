@@ -97,11 +97,22 @@ def available_sources() -> list[str]:
     return sorted(_SOURCES)
 
 
+def source_options(name: str) -> list[str]:
+    """The options (constructor arguments) that the source ``name`` takes."""
+    return [p for p in inspect.signature(_SOURCES[name].__init__).parameters if p != "self"]
+
+
 def build_source(name: str, **options: Any) -> DatasetSource:
-    """Construct the source ``name`` with the ``options`` its constructor accepts (others are ignored)."""
+    """Construct the source ``name`` with ``options``; one it does not take is an error naming who does."""
     key = name.strip().lower()
     if key not in _SOURCES:
         raise ConfigurationError(f"unknown dataset '{name}'; choose one of: {', '.join(available_sources())}")
-    cls = _SOURCES[key]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return cls(**{k: v for k, v in options.items() if k in accepted})
+    accepted = set(source_options(key))
+    for option in options:
+        if option not in accepted:
+            takers = [n for n in available_sources() if option in source_options(n)]
+            raise ConfigurationError(
+                f"dataset '{key}' does not take --data.{option} (it is an option of: {', '.join(takers) or 'none'}); "
+                "remove it or choose one of those datasets"
+            )
+    return _SOURCES[key](**options)

@@ -1,0 +1,38 @@
+"""Test accuracy of the round's best model: each rank on its shard, the metrics synced across ranks."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+
+from al_lightning.data.datamodule import ActiveDataModule
+from al_lightning.models.classifier import ActiveClassifier
+
+
+@torch.no_grad()
+def evaluate_test(trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule) -> dict[str, Optional[float]]:
+    """``{"test_acc_top1": ..., "test_acc_top5": ...}`` on the test split, in eval mode.
+
+    Top-5 is ``None`` with five classes or fewer (it would always be 1.0). The trunk runs in
+    the trainer's precision, the head in float32, as in pool scoring.
+    """
+    was_training = module.training
+    module.eval()
+    metrics = module.test_metrics
+    metrics.reset()
+    try:
+        for batch in datamodule.test_dataloader(sharded=True):
+            if batch is None:  # all skipped as unreadable
+                continue
+            images, targets = batch
+            images = images.to(module.device)
+            with trainer.precision_plugin.forward_context():
+                logits = module(images)
+            metrics.update(logits, targets.to(module.device))
+        results = {k.removeprefix("test/"): float(v) for k, v in metrics.compute().items()}
+    finally:
+        metrics.reset()
+        module.train(was_training)
+    return {"test_acc_top1": results["acc_top1"], "test_acc_top5": results.get("acc_top5")}

@@ -1,0 +1,100 @@
+"""One query: score the pool with the current model, let the strategy choose, have the oracle label."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from al_lightning.callbacks.scoring import PoolScorer, select_from_pool
+from al_lightning.data.datamodule import ActiveDataModule
+from al_lightning.models.classifier import ActiveClassifier
+from al_lightning.seeding import derive_seed
+from al_lightning.strategies import Strategy
+
+
+@dataclass
+class QueryResult:
+    """What one query did: the labeled indices (selection order), how many points were scored, and how long it took."""
+
+    indices: Tensor
+    scored: int
+    seconds: float
+
+
+class PoolQuery:
+    """Scoring, selection and labeling for one round, identical on every DDP rank.
+
+    Every rank scores its shard of the pool; streaming strategies merge their reductions on
+    every rank, the others are gathered and rank 0 selects; rank 0's choice is broadcast
+    with the trainer's own strategy, so all ranks label the same points.
+
+    Args:
+        strategy: the query strategy (its seed is set per round).
+        budget: labels per query.
+        seed: the experiment seed, from which each round's strategy and subset seeds derive.
+        pool_subset: score a seeded random subset of at most this many unlabeled points.
+        labeled_subset: at most this many labeled points for strategies that read their features.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        budget: int,
+        seed: int,
+        pool_subset: Optional[int] = None,
+        labeled_subset: Optional[int] = None,
+    ) -> None:
+        self.strategy = strategy
+        self.budget = budget
+        self.seed = seed
+        self.pool_subset = pool_subset
+        self.labeled_subset = labeled_subset
+
+    def run(self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int) -> QueryResult:
+        """Select up to ``budget`` unlabeled points with ``module``'s weights and label them as ``round``."""
+        pool = datamodule.pool
+        budget = self.budget
+        if budget > pool.num_unlabeled:
+            rank_zero_warn(f"budget {budget} exceeds the {pool.num_unlabeled} unlabeled points left; labeling all of them")
+            budget = pool.num_unlabeled
+        candidates = self._subset(pool.unlabeled_indices(), self.pool_subset, "pool", round)
+        if budget > candidates.numel():
+            rank_zero_warn(
+                f"--al.pool_subset={self.pool_subset} scores fewer points than the budget of {budget}: "
+                f"round {round} labels only {candidates.numel()}; raise pool_subset to at least the budget"
+            )
+            budget = candidates.numel()
+        labeled = self._subset(pool.labeled_indices(), self.labeled_subset, "labeled", round)
+        self.strategy.seed = derive_seed(self.seed, "strategy", round)
+        started = time.perf_counter()
+        chosen = select_from_pool(
+            self.strategy,
+            budget,
+            PoolScorer(module, module.device, trainer.precision_plugin.forward_context),
+            pool_loader=datamodule.pool_dataloader(candidates),
+            pool_indices=candidates,
+            labeled_loader=datamodule.pool_dataloader(labeled),
+            labels=torch.where(pool.labeled_mask, pool.labels, -1),
+            true_targets=datamodule.train_targets,
+        )
+        chosen = trainer.strategy.broadcast(chosen, src=0)
+        seconds = time.perf_counter() - started
+        datamodule.label(chosen, round=round)
+        rank_zero_info(
+            f"[al] round {round}: {self.strategy.name or type(self.strategy).__name__} picked {chosen.numel()} of "
+            f"{candidates.numel()} scored points in {seconds:.2f}s; {pool.num_labeled} labeled"
+        )
+        return QueryResult(chosen, candidates.numel(), seconds)
+
+    def _subset(self, indices: Tensor, size: Optional[int], what: str, round: int) -> Tensor:
+        """A seeded random subset of at most ``size`` of ``indices`` (sorted), or all of them."""
+        if size is None or indices.numel() <= size:
+            return indices
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, what, round))
+        return indices[torch.randperm(indices.numel(), generator=generator)[:size]].sort().values

@@ -1,0 +1,59 @@
+"""Small runs don't trip: a last batch of one, a subset smaller than the budget, a pool of few classes."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from al_lightning.callbacks import QueryCallback
+from al_lightning.data import ActiveDataModule
+from al_lightning.models import ActiveClassifier
+from tests.conftest import read_csv
+
+
+def fit(tmp_path, datamodule: ActiveDataModule, model: ActiveClassifier, **al) -> QueryCallback:
+    callback = QueryCallback(**{"strategy": "random", "budget": 50, "rounds": 1, "max_epochs": 1, "seed": 0, "save_round_checkpoints": False, **al})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=-1, callbacks=[callback], default_root_dir=tmp_path, logger=pl.loggers.CSVLogger(tmp_path),
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return callback
+
+
+def test_a_labeled_set_one_above_a_multiple_of_the_batch_trains(tmp_path):
+    # 33 labels in batches of 16: the last batch would hold one image, which BatchNorm in training mode refuses.
+    datamodule = ActiveDataModule(dataset="digits", image_size=16, initial_pool_size=33, batch_size=16, seed=0)
+    model = ActiveClassifier(num_classes=10, backbone="resnet18", lr=0.05)
+    callback = fit(tmp_path, datamodule, model, budget=16)  # round 1 has 49 = 3·16 + 1 labels: the same case again
+    assert [row["num_labeled"] for row in callback.history] == [33, 49]
+
+
+def test_a_pool_subset_smaller_than_the_budget_says_so(tmp_path):
+    datamodule = ActiveDataModule(dataset="digits", image_size=16, initial_pool_size=20, batch_size=16, seed=0)
+    model = ActiveClassifier(num_classes=10, backbone="resnet18", lr=0.05)
+    with pytest.warns(UserWarning, match=r"--al.pool_subset=30 scores fewer points than the budget of 50: round 1 labels only 30"):
+        callback = fit(tmp_path, datamodule, model, pool_subset=30)
+    assert [row["num_labeled"] for row in callback.history] == [20, 50]
+
+
+def test_top5_is_left_empty_with_five_classes_or_fewer(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    features = tmp_path / "features.pt"
+    torch.save(
+        {
+            "train_features": torch.randn(60, 4, generator=generator),
+            "train_targets": torch.arange(60) % 3,
+            "test_features": torch.randn(30, 4, generator=generator),
+            "test_targets": torch.arange(30) % 3,
+        },
+        features,
+    )
+    datamodule = ActiveDataModule(dataset="features", path=str(features), initial_pool_size=9, batch_size=8, seed=0)
+    model = ActiveClassifier(num_classes=3, backbone="identity", input_dim=4, lr=0.1)
+    callback = fit(tmp_path, datamodule, model, budget=6)
+    assert all(row["test_acc_top5"] is None for row in callback.history)
+    assert all(0.0 <= row["test_acc_top1"] <= 1.0 for row in callback.history)
+    (rounds_csv,) = tmp_path.rglob("rounds.csv")
+    assert [row["test_acc_top5"] for row in read_csv(rounds_csv)] == ["", ""]
