@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.models.backbones import build_backbone
@@ -92,14 +95,98 @@ def test_save_backbone_writes_a_state_dict_that_train_py_loads_bit_identically(t
         assert torch.equal(saved, loaded), name
 
 
-def test_build_method_applies_each_methods_paper_defaults():
-    simclr = build_method("simclr", backbone="resnet18", cifar_stem=True)
-    assert isinstance(simclr, SimCLR)
-    assert (simclr.hparams.optimizer, simclr.hparams.lr, simclr.hparams.temperature) == ("adam", 3e-4, 0.5)
-    moco = build_method("moco_v2", backbone="resnet18", lr=0.06)
-    assert isinstance(moco, MoCoV2)
-    assert (moco.hparams.optimizer, moco.hparams.lr, moco.hparams.weight_decay) == ("sgd", 0.06, 4e-4)
-    assert (moco.hparams.temperature, moco.hparams.memory_bank_size, moco.key_momentum) == (0.2, 65536, 0.999)
+def plain_nt_xent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss (Chen et al. 2020, eq. 1): each of the 2B views against its partner, the other 2B − 2 as negatives."""
+    z = F.normalize(torch.cat([z0, z1]), dim=1).double()
+    similarity = (z @ z.T / temperature).fill_diagonal_(-math.inf)
+    b = len(z0)
+    return F.cross_entropy(similarity, torch.cat([torch.arange(b, 2 * b), torch.arange(b)]))
+
+
+def plain_info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's loss (He et al. 2020, eq. 1): each query against its key, the queued keys as negatives."""
+    q, k = F.normalize(query, dim=1).double(), F.normalize(key, dim=1).double()
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.double().T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
+
+
+def optimizer_and_schedule(model, total_steps: int = 101):
+    """``configure_optimizers()`` as a Trainer planning ``total_steps`` steps would get it, and the learning rate at each step."""
+    model._trainer = SimpleNamespace(estimated_stepping_batches=total_steps)
+    config = model.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]
+    assert schedule["interval"] == "step"
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule["scheduler"].step()
+    return optimizer, lrs
+
+
+def assert_cosine_to_zero(lrs: list[float], peak: float) -> None:
+    assert lrs[0] == pytest.approx(peak)
+    assert all(later <= earlier for earlier, later in zip(lrs, lrs[1:]))
+    assert lrs[len(lrs) // 2] == pytest.approx(peak / 2, rel=0.05)  # half-way down a cosine
+    assert lrs[-1] == pytest.approx(0.0, abs=peak * 1e-3)
+
+
+def test_simclr_defaults_are_the_papers_cifar10_settings():
+    """Appendix C.1 (CIFAR-10): Adam, lr 3e-4, betas (0.9, 0.999), cosine schedule; SimCLR's temperature 0.5, 128-d output.
+
+    Nothing is passed in: each value is read from what the built module computes.
+    """
+    model = build_method("simclr", backbone="resnet18", cifar_stem=True).eval()
+    images = views(batch=6)
+    with torch.no_grad():
+        z0, z1 = (model.projection_head(model.backbone(v)) for v in images)
+        loss = model.loss(images)
+    assert z0.shape == (6, 128)
+    torch.testing.assert_close(loss.double(), plain_nt_xent(z0, z1, temperature=0.5), rtol=1e-5, atol=1e-6)
+    assert not torch.isclose(loss.double(), plain_nt_xent(z0, z1, temperature=0.2))
+
+    optimizer, lrs = optimizer_and_schedule(model)
+    assert type(optimizer) is torch.optim.Adam
+    group = optimizer.param_groups[0]
+    assert (tuple(group["betas"]), group["weight_decay"]) == ((0.9, 0.999), 0.0)
+    assert_cosine_to_zero(lrs, peak=3e-4)
+
+
+def test_moco_v2_defaults_are_the_papers_imagenet_settings():
+    """Appendix C.1 (ImageNet): SGD, lr 0.03, momentum 0.9, weight decay 4e-4, cosine schedule;
+    MoCo v2's temperature 0.2, 65536 queued keys, key momentum 0.999, 2048-d MLP head, 128-d output.
+
+    Nothing is passed in: each value is read from what the built module computes.
+    """
+    model = build_method("moco_v2", backbone="resnet18").eval()
+    linears = [m for m in model.projection_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [2048, 128]
+    with torch.no_grad():  # move the query encoder away from the key encoder, to see the key update
+        for p in model.backbone.parameters():
+            p.add_(0.01)
+    query_before = [p.detach().clone() for p in model.backbone.parameters()]
+    key_before = [p.detach().clone() for p in model.key_backbone.parameters()]
+    queue = model.criterion.memory_bank.bank.detach().clone()
+    assert queue.shape == (65536, 128)
+
+    images = views(batch=6, size=32)
+    loss = model.loss(images)  # with gradients: it queues the keys
+
+    for q, k, new in zip(query_before, key_before, model.key_backbone.parameters()):
+        torch.testing.assert_close(new, 0.999 * k + 0.001 * q)
+    with torch.no_grad():
+        query = model.projection_head(model.backbone(images[0]))
+        key = model.key_projection_head(model.key_backbone(images[1]))
+    torch.testing.assert_close(loss.double(), plain_info_nce(query, key, queue, temperature=0.2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.criterion.memory_bank.bank[:6], F.normalize(key, dim=1))
+
+    optimizer, lrs = optimizer_and_schedule(model)
+    assert type(optimizer) is torch.optim.SGD
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (0.9, 4e-4)
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in [*model.backbone.parameters(), *model.projection_head.parameters()]}
+    assert_cosine_to_zero(lrs, peak=0.03)
 
 
 def test_build_method_rejects_unknown_names_and_foreign_arguments():

@@ -171,11 +171,6 @@ class QueryCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs_in_round += 1
-        if self.epochs_in_round == 1 and not self._monitor_seen:
-            rank_zero_warn(
-                f"'{self.monitor}' was not logged (no validation split?): every round trains "
-                f"{self.max_epochs} epochs and keeps its last weights"
-            )
         if self.epochs_in_round >= self.max_epochs or self.early_stopping.exhausted:
             self._end_round(trainer, pl_module)
 
@@ -203,6 +198,12 @@ class QueryCallback(pl.Callback):
         datamodule = self._datamodule(trainer)
         finished_round = self.round
         train_seconds = time.perf_counter() - self._round_started
+        if not self._monitor_seen:
+            rank_zero_warn(
+                f"'{self.monitor}' was never logged (no validation split?): every round trains "
+                f"{self.max_epochs} epochs and keeps its last weights"
+            )
+            self._monitor_seen = True  # once is enough
         self.early_stopping.restore_best(pl_module)
         self.records.add_round(
             trainer,

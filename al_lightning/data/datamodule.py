@@ -54,7 +54,7 @@ class ActiveDataModule(pl.LightningDataModule):
             stopping at the first one (image-file sources).
 
     Source options (``download``, ``imbalance_ratio``, ``split_dir``, ``skip_corrupt``) are
-    passed only when set, and one the chosen dataset does not take is an error.
+    passed only when set (a flag only when true), and one the chosen dataset does not take is an error.
     """
 
     def __init__(
@@ -79,7 +79,8 @@ class ActiveDataModule(pl.LightningDataModule):
         if initial_pool_size < 0:
             raise ConfigurationError(f"initial_pool_size must be >= 0, got {initial_pool_size}")
         options = {"download": download, "imbalance_ratio": imbalance_ratio, "split_dir": split_dir, "skip_corrupt": skip_corrupt}
-        self.source = build_source(dataset, path=path, image_size=image_size, **{k: v for k, v in options.items() if v is not None})
+        given = {k: v for k, v in options.items() if v is not None and v is not False}  # a flag left off is not given
+        self.source = build_source(dataset, path=path, image_size=image_size, **given)
         self.download = bool(download)
         self.val_fraction = val_fraction
         self.initial_pool_size = initial_pool_size
@@ -171,6 +172,7 @@ class ActiveDataModule(pl.LightningDataModule):
             batch_size=None,
             sampler=GlobalBatchSampler(len(view), self.batch_size, seed, rank, world_size),
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(seed),  # the loader's own draws leave the global RNG alone
             worker_init_fn=partial(seed_worker, base_seed=(seed + rank) % 2**32),
             pin_memory=torch.cuda.is_available(),
         )

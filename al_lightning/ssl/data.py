@@ -64,7 +64,7 @@ class SSLDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.source = build_source(dataset, path=path, image_size=image_size, download=download)
+        self.source = build_source(dataset, path=path, image_size=image_size, **({"download": True} if download else {}))
         self.image_size = image_size or self.source.image_size
         if not self.image_size:
             raise ConfigurationError(f"dataset '{dataset}' has no default image size; pass --data.image_size")

@@ -18,7 +18,7 @@ from al_lightning.strategies.gradient_embedding import (
     head_logits,
     pooled_gradient_embedding,
 )
-from al_lightning.strategies.partitions import paired_partitions, part_budgets
+from tests.strategies.plain_partitions import plain_partitions, plain_shares
 
 
 def make_outputs(n: int = 40, num_classes: int = 5, dim: int = 6, labeled: int = 0, seed: int = 0) -> PoolOutputs:
@@ -92,12 +92,56 @@ def test_pooled_embedding_is_adaptive_avg_pool1d(num_classes, dim, pooled_dim):
     assert torch.equal(pooled_gradient_embedding(out.logits, out.features, pooled_dim, rows=rows), pooled[rows])
 
 
-def test_badge_first_pick_has_the_largest_gradient_norm():
-    out = make_outputs(n=50)
-    delta, h = gradient_factors(out.logits, out.features)
-    largest = gradient_sq_norms(delta, h).argmax()
+def pick_frequencies(strategy_kwargs: dict, out: PoolOutputs, budget: int = 1, position: int = 0, seeds: int = 600) -> torch.Tensor:
+    """(N,) share of ``seeds`` seeds for which BADGE's ``position``-th pick is each pool position."""
+    index_to_position = {int(i): p for p, i in enumerate(out.index.tolist())}
+    counts = torch.zeros(len(out), dtype=torch.float64)
+    for seed in range(seeds):
+        chosen = build("badge", seed=seed, **strategy_kwargs).select(out, budget)
+        counts[index_to_position[int(chosen[position])]] += 1
+    return counts / seeds
+
+
+def test_without_labeled_centres_the_first_pick_has_the_largest_gradient_norm():
+    out = make_outputs(n=50, labeled=8)
+    largest = explicit_embedding(out.logits, out.features).norm(dim=1).argmax()
+    strategy = build("badge", labeled_centres=False)
+    assert "labeled_features" not in strategy.requires
+    no_labels = PoolOutputs(**{**vars(out), "labeled_features": None})
     for seed in range(3):
-        assert build("badge", seed=seed).select(out, 5)[0] == out.index[largest]
+        chosen = build("badge", seed=seed, labeled_centres=False).select(out, 5)
+        assert chosen[0] == out.index[largest]
+        # The labeled set is not read: the same picks without it.
+        assert torch.equal(chosen, build("badge", seed=seed, labeled_centres=False).select(no_labels, 5))
+    # With labeled centres but an empty labeled set, the seeding starts the same way.
+    empty = PoolOutputs(**{**vars(out), "labeled_features": out.labeled_features[:0]})
+    assert build("badge").select(empty, 5)[0] == out.index[largest]
+
+
+def test_without_labeled_centres_the_second_pick_is_d2_sampled_from_the_first():
+    out = make_outputs(n=6, num_classes=3, dim=4, labeled=3, seed=3)
+    g = explicit_embedding(out.logits, out.features)
+    first = int(g.norm(dim=1).argmax())
+    weights = (g - g[first]).square().sum(1)  # D² to the only centre, 0 for the first pick itself
+    freq = pick_frequencies({"labeled_centres": False}, out, budget=2, position=1)
+    assert freq[first] == 0
+    assert torch.allclose(freq, weights / weights.sum(), atol=0.06), (freq, weights / weights.sum())
+
+
+def test_with_labeled_centres_the_first_pick_is_d2_sampled_away_from_the_labeled_set():
+    out = make_outputs(n=7, num_classes=3, dim=4, labeled=3, seed=3)
+    out.features[[0, 4]] = out.labeled_features[[1, 2]]  # two copies of labeled points
+    out.logits = head_logits(out.features, out.weight, out.bias)
+    g = explicit_embedding(out.logits, out.features)
+    labeled_g = explicit_embedding(out.labeled_features @ out.weight.T + out.bias, out.labeled_features)
+    weights = torch.cdist(g, labeled_g).square().amin(1)  # D² to the nearest labeled point
+    weights[[0, 4]] = 0.0  # exactly 0, not the rounding of an expanded distance
+    expected = weights / weights.sum()
+    freq = pick_frequencies({}, out)
+    assert freq[0] == freq[4] == 0  # never a labeled duplicate
+    assert torch.allclose(freq, expected, atol=0.06), (freq, expected)
+    # Not Ash et al.'s deterministic start: the largest-‖g‖ point is not always first.
+    assert freq[int(g.norm(dim=1).argmax())] < 0.9
 
 
 @pytest.mark.parametrize("name, kwargs", [("badge", {}), ("partitioned_badge", {"partitions": 1, "pooled_dim": 16})])
@@ -131,18 +175,46 @@ def test_seeded_determinism(name):
     assert not torch.equal(first, build(name, seed=5).select(out, 12))
 
 
-@pytest.mark.parametrize("labeled", [0, 17])
-def test_partitioned_takes_part_budgets_from_each_partition_in_order(labeled):
+def pooled_explicit_embedding(logits: torch.Tensor, features: torch.Tensor, pooled_dim: int) -> torch.Tensor:
+    return F.adaptive_avg_pool1d(explicit_embedding(logits, features)[:, None], pooled_dim)[:, 0]
+
+
+@pytest.mark.parametrize("labeled, labeled_centres", [(0, False), (17, False), (17, True)])
+def test_partitioned_takes_each_partitions_share_from_its_own_part(labeled, labeled_centres):
     out = make_outputs(n=103, labeled=labeled)
     seed, parts, budget = 7, 4, 22
-    chosen = build("partitioned_badge", seed=seed, partitions=parts, pooled_dim=8).select(out, budget)
-    partitions = paired_partitions(103, labeled, parts, torch.Generator().manual_seed(seed))
-    counts = part_budgets(budget, parts)
-    assert chosen.numel() == budget == sum(counts)
+    strategy = build("partitioned_badge", seed=seed, partitions=parts, pooled_dim=8, labeled_centres=labeled_centres)
+    chosen = strategy.select(out, budget).tolist()
+    partitions = plain_partitions(103, labeled, parts, seed)
+    shares = plain_shares(budget, parts)
+    assert len(chosen) == budget == sum(shares) and shares == [6, 6, 5, 5]
+    pooled = pooled_explicit_embedding(out.logits, out.features, 8)
     start = 0
-    for (unlabeled, _), count in zip(partitions, counts):
-        assert set(chosen[start : start + count].tolist()) <= set(out.index[unlabeled].tolist())
-        start += count
+    for (unlabeled, _), share in zip(partitions, shares):
+        block = chosen[start : start + share]
+        assert set(block) <= set(out.index[unlabeled].tolist())
+        if not labeled_centres:  # Ash et al.'s start in each part: its largest pooled embedding
+            assert block[0] == int(out.index[unlabeled][pooled[unlabeled].norm(dim=1).argmax()])
+        start += share
+
+
+def test_partitioned_seeds_each_part_from_its_own_labeled_part():
+    # Pool point k is a copy of labeled point k. Partition i's copies of *its own* labeled
+    # points weigh 0 in D² and are never picked; the other parts' copies are fair game. Paired
+    # with another part's labeled points, or with all of them, it would pick its own copies
+    # (a quarter of its part) or draw uniformly.
+    out = make_outputs(n=40, labeled=40, seed=1)
+    out.features = out.labeled_features.clone()
+    out.logits = head_logits(out.features, out.weight, out.bias)
+    parts, budget = 4, 8
+    for seed in range(10):
+        chosen = build("partitioned_badge", seed=seed, partitions=parts, pooled_dim=8).select(out, budget).tolist()
+        start = 0
+        for (unlabeled, labeled_part), share in zip(plain_partitions(40, 40, parts, seed), plain_shares(budget, parts)):
+            positions = [int((out.index == i).nonzero()) for i in chosen[start : start + share]]
+            assert set(positions) <= set(unlabeled)
+            assert not set(positions) & set(labeled_part)  # no copy of its own labeled points
+            start += share
 
 
 @pytest.mark.parametrize("n, parts", [(3, 5), (10, 4), (11, 10)])

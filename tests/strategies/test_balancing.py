@@ -7,6 +7,7 @@ import torch
 
 import al_lightning.strategies.balanced_random  # noqa: F401
 import al_lightning.strategies.balancing  # noqa: F401
+from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, build
 
 
@@ -20,8 +21,8 @@ def class_counts(chosen: torch.Tensor, targets: torch.Tensor, num_classes: int) 
 def test_balanced_random_is_exactly_balanced_and_reads_only_targets():
     g = torch.Generator().manual_seed(0)
     targets = torch.arange(100) % 4
-    bare = PoolOutputs(index=torch.arange(100), targets=targets)
-    assert build("balanced_random").requires == ("targets",)
+    bare = PoolOutputs(index=torch.arange(100), targets=targets, num_classes=4)
+    assert build("balanced_random").requires == ("targets", "num_classes")
     chosen = build("balanced_random", seed=5).select(bare, 22)
     assert class_counts(chosen, targets, 4) == [6, 6, 5, 5]  # ⌊22/4⌋ + [c < 22 mod 4]
     # Every prefix is balanced too (round-robin order).
@@ -33,14 +34,14 @@ def test_balanced_random_is_exactly_balanced_and_reads_only_targets():
 
 
 def test_balanced_random_is_random_within_each_class():
-    outputs = PoolOutputs(index=torch.arange(100), targets=torch.arange(100) % 4)
+    outputs = PoolOutputs(index=torch.arange(100), targets=torch.arange(100) % 4, num_classes=4)
     picks = {tuple(sorted(build("balanced_random", seed=s).select(outputs, 8).tolist())) for s in range(5)}
     assert len(picks) > 1
 
 
 def test_balanced_random_gives_a_short_class_shortfall_to_the_others():
     targets = torch.tensor([0] * 10 + [1] * 10 + [2])
-    outputs = PoolOutputs(index=torch.arange(21), targets=targets)
+    outputs = PoolOutputs(index=torch.arange(21), targets=targets, num_classes=3)
     # Quotas [3, 3, 3]; class 2 has one point, the two missing are shared evenly.
     assert class_counts(build("balanced_random").select(outputs, 9), targets, 3) == [4, 4, 1]
     # Quotas for 8: [3, 3, 2]; water-filled to [3, 3, 1] plus one for a random class with points to spare.
@@ -50,8 +51,8 @@ def test_balanced_random_gives_a_short_class_shortfall_to_the_others():
 
 def test_balanced_random_counts_classes_absent_from_the_pool():
     targets = torch.arange(40) % 3
-    # C = 4 from the logits: class 3 has no point in the pool, its quota goes to the others.
-    outputs = PoolOutputs(index=torch.arange(40), targets=targets, logits=torch.zeros(40, 4))
+    # C = 4: class 3 has no point in the pool, its quota goes to the others.
+    outputs = PoolOutputs(index=torch.arange(40), targets=targets, num_classes=4)
     chosen = build("balanced_random").select(outputs, 12)
     assert class_counts(chosen, targets, 4) == [4, 4, 4, 0]
 
@@ -103,19 +104,28 @@ def replay(outputs: PoolOutputs, picks: list[int], num_classes: int) -> list[str
     return kinds
 
 
-def imbalanced_outputs(num_classes: int = 4, labeled_per_class: tuple[int, ...] = (20, 10, 2, 1)) -> PoolOutputs:
-    """200 points in Gaussian blobs, one per class; the labeled set is imbalanced as given."""
+def imbalanced_pool(num_classes: int = 4, labeled_per_class: tuple[int, ...] = (20, 10, 2, 1)) -> tuple[PoolOutputs, torch.Tensor]:
+    """200 points in Gaussian blobs, one per class, and their true classes; the labeled set is imbalanced as given.
+
+    Only features, the labeled set and ``num_classes`` are given: no logits, so C comes from
+    ``num_classes`` alone, as it does when a caller has only embeddings and labels.
+    """
     g = torch.Generator().manual_seed(0)
     means = 3 * torch.randn(num_classes, 5, generator=g)
     pool_targets = torch.randint(0, num_classes, (200,), generator=g)
     labeled_targets = torch.cat([torch.full((k,), c) for c, k in enumerate(labeled_per_class)])
-    return PoolOutputs(
+    outputs = PoolOutputs(
         index=torch.arange(1000, 1200),
         features=means[pool_targets] + torch.randn(200, 5, generator=g),
         labeled_features=means[labeled_targets] + torch.randn(len(labeled_targets), 5, generator=g),
         labeled_targets=labeled_targets,
-        logits=torch.zeros(200, num_classes),
+        num_classes=num_classes,
     )
+    return outputs, pool_targets
+
+
+def imbalanced_outputs(num_classes: int = 4, labeled_per_class: tuple[int, ...] = (20, 10, 2, 1)) -> PoolOutputs:
+    return imbalanced_pool(num_classes, labeled_per_class)[0]
 
 
 def test_balancing_always_serves_the_least_labeled_class():
@@ -129,10 +139,40 @@ def test_balancing_always_serves_the_least_labeled_class():
 
 
 def test_balancing_targets_a_class_without_labels_first():
-    outputs = imbalanced_outputs(num_classes=5)  # C = 5 from the logits; class 4 has no labels
+    outputs = imbalanced_outputs(num_classes=5, labeled_per_class=(20, 10, 2, 1, 0))  # class 4 has no labels
     chosen = build("balancing").select(outputs, 6)
     kinds = replay(outputs, (chosen - 1000).tolist(), 5)
     assert kinds == ["target 4", "target 3", "target 4", "target 2", "target 3", "target 4"]
+
+
+def test_balancing_targets_the_last_class_when_it_has_no_label():
+    # Class 3 of 4 has no labeled point, so the labels alone say C = 3: a class count read
+    # from them never targets class 3 (it picked classes [2, 2, 2, 2, 2, 2] here).
+    outputs, pool_targets = imbalanced_pool(num_classes=4, labeled_per_class=(20, 10, 2, 0))
+    assert outputs.logits is None and outputs.weight is None and outputs.bias is None
+    chosen = build("balancing").select(outputs, 6) - 1000
+    # Counts [20, 10, 2, 0]: class 3, again 3 (1 < 2), then 2 and 3 in turn (ties to the lower class).
+    assert replay(outputs, chosen.tolist(), 4) == ["target 3", "target 3", "target 2", "target 3", "target 2", "target 3"]
+    # Each pick lies in the blob of the class it targets: far from every centre is class 3's blob.
+    assert pool_targets[chosen].tolist() == [3, 3, 2, 3, 2, 3]
+    # Told C = 3, as the labels alone say, the same pool gets class 2 only: C is what matters.
+    as_if_three = PoolOutputs(**{**vars(outputs), "num_classes": 3})
+    assert pool_targets[build("balancing").select(as_if_three, 6) - 1000].tolist() == [2] * 6
+
+
+@pytest.mark.parametrize("name", ["balancing", "balanced_random"])
+def test_label_only_strategies_need_the_number_of_classes(name):
+    outputs, pool_targets = imbalanced_pool()
+    bare = PoolOutputs(
+        index=outputs.index,
+        features=outputs.features,
+        labeled_features=outputs.labeled_features,
+        labeled_targets=outputs.labeled_targets,
+        targets=pool_targets,
+    )
+    assert bare.num_classes is None
+    with pytest.raises(ConfigurationError, match="num_classes"):
+        build(name).select(bare, 4)
 
 
 def test_balancing_divides_by_the_nearest_majority_centre():
@@ -147,6 +187,7 @@ def test_balancing_divides_by_the_nearest_majority_centre():
         features=features,
         labeled_features=labeled_features,
         labeled_targets=labeled_targets,
+        num_classes=3,
     )
     assert build("balancing").select(outputs, 1).tolist() == [11]
 
@@ -158,6 +199,7 @@ def test_balancing_ranks_a_point_on_a_majority_centre_last():
         features=torch.tensor([[0.0, 0.0], [1.0, 0.0]]),
         labeled_features=torch.zeros(6, 2),
         labeled_targets=torch.tensor([0] + [1] * 5),
+        num_classes=2,
     )
     assert build("balancing").select(outputs, 1).tolist() == [11]
 
@@ -170,6 +212,7 @@ def switch_outputs() -> PoolOutputs:
         features=features,
         labeled_features=torch.tensor([[0.0, 0.0]] * 5 + [[10.0, 0.0]]),
         labeled_targets=torch.tensor([0] * 5 + [1]),
+        num_classes=2,
     )
 
 

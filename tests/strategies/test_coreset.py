@@ -8,9 +8,8 @@ import torch
 import al_lightning.strategies.distances as distances
 import al_lightning.strategies.partitioned_coreset  # noqa: F401
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.coreset import k_center_greedy
 from al_lightning.strategies.distances import nearest_centre_sq_distances
-from al_lightning.strategies.partitions import paired_partitions, part_budgets
+from tests.strategies.plain_partitions import plain_partitions, plain_shares
 
 
 def outputs_of(pool: torch.Tensor, labeled: torch.Tensor, offset: int = 100) -> PoolOutputs:
@@ -94,22 +93,19 @@ def test_duplicates_are_never_picked_twice():
     assert build("coreset").select(out, 5).tolist() == [4, 0, 1, 2, 3]
 
 
-def partitioned_reference(pool: torch.Tensor, labeled: torch.Tensor, budget: int, parts: int, seed: int):
-    """Each partition's plain greedy run, rebuilt from the same seeded partitions."""
-    pairs = paired_partitions(len(pool), len(labeled), parts, torch.Generator().manual_seed(seed))
-    unused = torch.Generator()  # every partition has labeled points: no random first pick
-    shares = part_budgets(budget, parts)
-    return pairs, [u[k_center_greedy(pool[u], labeled[c], q, unused)] for (u, c), q in zip(pairs, shares)]
+def partitioned_reference(pool: torch.Tensor, labeled: torch.Tensor, budget: int, parts: int, seed: int) -> list[int]:
+    """Part i's ⌊b/p⌋ + [i < b mod p] picks by the brute-force greedy above, from its own labeled part, part by part."""
+    picks = []
+    for (unlabeled, centres), share in zip(plain_partitions(len(pool), len(labeled), parts, seed), plain_shares(budget, parts)):
+        picks += [unlabeled[p] for p in brute_force_greedy(pool[unlabeled], labeled[centres], share)]
+    return picks
 
 
 @pytest.mark.parametrize("budget", [1, 17, 103])
 def test_partitioned_takes_each_partitions_share_by_plain_greedy(budget):
-    pool, labeled = random_set(103, 20)
+    pool, labeled = random_set(103, 20)  # 20 labeled: every one of the 4 parts has centres
     chosen = build("partitioned_coreset", seed=4, partitions=4).select(outputs_of(pool, labeled), budget) - 100
-    pairs, expected = partitioned_reference(pool, labeled, budget, 4, seed=4)
-    counts = [int(torch.isin(chosen, unlabeled).sum()) for unlabeled, _ in pairs]
-    assert counts == part_budgets(budget, 4)
-    assert torch.equal(chosen, torch.cat(expected))
+    assert chosen.tolist() == partitioned_reference(pool, labeled, budget, 4, seed=4)
 
 
 def test_one_partition_is_plain_coreset():
