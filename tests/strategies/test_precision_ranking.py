@@ -14,8 +14,8 @@ import torch
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.reducers import Reducer
-from al_lightning.strategies.strategy import RankedStrategy, StreamingStrategy
+from al_lightning.strategies.strategy import RankedStrategy
+from tests.strategies.streams import stream
 
 RANKED = ["margin", "confidence", "entropy", "mase", "base"]
 
@@ -29,34 +29,6 @@ def signed_nan(sign: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     negative = (nan.view(ints) | torch.tensor(torch.iinfo(ints).min, dtype=ints)).view(dtype)
     assert torch.isnan(negative) and torch.signbit(negative)
     return negative
-
-
-def stream(strategy: StreamingStrategy, outputs: PoolOutputs, budget: int, ranks: int, seed: int) -> torch.Tensor:
-    """Random-sized batches dealt to ``ranks`` reducers plus one rank that saw nothing, merged, finished."""
-    g = torch.Generator().manual_seed(seed)
-    cuts = sorted(set(torch.randint(1, len(outputs), (11,), generator=g).tolist()))
-    bounds = [0, *cuts, len(outputs)]
-    batches = [
-        PoolOutputs(index=outputs.index[a:b], logits=outputs.logits[a:b], weight=outputs.weight, bias=outputs.bias)
-        for a, b in zip(bounds, bounds[1:])
-    ]
-    shards = [batches[r::ranks] for r in range(ranks)] + [[]]
-
-    def feed(reducer: Reducer, shard: list[PoolOutputs]) -> Reducer:
-        for batch in shard:
-            reducer.update(batch)
-        return reducer
-
-    def rescan(fresh: Reducer) -> None:
-        for shard in shards:
-            feed(fresh, shard)
-
-    reducers = [feed(strategy.reducer(outputs, budget), shard) for shard in shards]
-    assert len({r.state().shape for r in reducers}) == 1  # fixed shape: one all_gather
-    main = reducers[0]
-    for other in reducers[1:]:
-        main.merge_state(other.state())
-    return main.finish(rescan)
 
 
 # --- a float64 pool where float32 rounding changes the order ------------------------------------
@@ -162,12 +134,12 @@ def test_float64_pool_ranks_in_float64(name, pool64, expected):
 
 @pytest.mark.parametrize("name", RANKED)
 def test_float64_streaming_merged_across_ranks_equals_the_reference(name, pool64, expected):
-    assert stream(build(name), pool64, BUDGET, ranks=3, seed=7).tolist() == expected[name]
+    assert stream(build(name), pool64, BUDGET, ranks=3, seed=7, cuts=11, idle_rank=True).tolist() == expected[name]
 
 
 def test_float64_base_widening_rescan_is_exact(pool64, expected):
     narrow = build("base", depth_factor=1, min_depth=0)  # lists as short as the quota: widening on most classes
-    assert stream(narrow, pool64, BUDGET, ranks=3, seed=3).tolist() == expected["base"]
+    assert stream(narrow, pool64, BUDGET, ranks=3, seed=3, cuts=11, idle_rank=True).tolist() == expected["base"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -226,7 +198,7 @@ def test_nan_scores_are_refused_for_any_ranked_strategy(sign, dtype):
     with pytest.raises(ConfigurationError, match=r"scores hold NaN for 1 points \(ids \[7\]"):
         NaNScorer(sign).select(outputs, 5)
     with pytest.raises(ConfigurationError, match=r"scores hold NaN for 1 points \(ids \[7\]"):
-        stream(NaNScorer(sign), outputs, 5, ranks=2, seed=0)
+        stream(NaNScorer(sign), outputs, 5, ranks=2, seed=0, cuts=11, idle_rank=True)
 
 
 @pytest.mark.parametrize("bad", [2**32, -1])

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.reducers import Reducer
-from al_lightning.strategies.strategy import StreamingStrategy
+from tests.strategies.streams import stream
 
 STREAMING = ["margin", "confidence", "entropy", "mase", "base"]
 
@@ -22,35 +21,6 @@ def pool(n=700, num_classes=12, dim=6, seed=0, duplicates=True) -> PoolOutputs:
     weight, bias = torch.randn(num_classes, dim, generator=g), torch.randn(num_classes, generator=g)
     index = torch.arange(n) * 7 + 3  # sorted pool indices, as the query callback passes them
     return PoolOutputs(index=index, logits=features @ weight.T + bias, weight=weight, bias=bias)
-
-
-def stream(strategy: StreamingStrategy, outputs: PoolOutputs, budget: int, ranks: int, seed: int) -> torch.Tensor:
-    """Feed random-sized batches to ``ranks`` reducers, merge their states, finish."""
-    g = torch.Generator().manual_seed(seed)
-    cuts = sorted(torch.randint(1, len(outputs), (9,), generator=g).tolist())
-    bounds = [0, *cuts, len(outputs)]
-    batches = [
-        PoolOutputs(index=outputs.index[a:b], logits=outputs.logits[a:b], weight=outputs.weight, bias=outputs.bias)
-        for a, b in zip(bounds, bounds[1:])
-        if b > a
-    ]
-    shards = [batches[r::ranks] for r in range(ranks)]
-
-    def feed(reducer: Reducer, shard) -> Reducer:
-        for batch in shard:
-            reducer.update(batch)
-        return reducer
-
-    def rescan(fresh: Reducer) -> None:
-        # every rank rescans its shard (here all into one reducer: merging is order-free)
-        for shard in shards:
-            feed(fresh, shard)
-
-    reducers = [feed(strategy.reducer(outputs, budget), shard) for shard in shards]
-    main = reducers[0]
-    for other in reducers[1:]:
-        main.merge_state(other.state())
-    return main.finish(rescan)
 
 
 @pytest.mark.parametrize("name", STREAMING)
