@@ -70,26 +70,26 @@ def test_nearest_distances_match_brute_force():
 
 
 @pytest.mark.parametrize(
-    "num_classes, dim, pooled_dim",
+    "num_classes, dim, output_size",
     [
-        (10, 100, 512),  # C·d = 1000: bins of 1 or 2 entries that overlap, not a multiple of 512
-        (16, 64, 512),  # C·d = 1024: bins of 2, each inside one class row
-        (3, 1000, 512),  # bins that straddle class rows
-        (40, 3, 512),  # bins covering several whole class rows
-        (3, 7, 512),  # C·d = 21 < 512: entries repeated, as adaptive_avg_pool1d does
-        (2, 5, 3),
+        (10, 100, (16, 32)),  # C < 16: class rows repeated; 100 features in 32 overlapping bins
+        (16, 64, (16, 32)),  # bins of 1 class × 2 features
+        (3, 1000, (3, 170)),  # the paper's code's grid for C = 3
+        (40, 3, (16, 32)),  # overlapping class bins, feature columns repeated
+        (3, 7, (16, 32)),  # C·d = 21 < 512: rows and columns repeated
+        (2, 5, (1, 3)),
     ],
 )
-def test_pooled_embedding_is_adaptive_avg_pool1d(num_classes, dim, pooled_dim):
+def test_pooled_embedding_is_adaptive_avg_pool2d_of_the_class_by_feature_grid(num_classes, dim, output_size):
     out = make_outputs(n=7, num_classes=num_classes, dim=dim)
     delta, h = gradient_factors(out.logits, out.features)
-    g = (delta.double()[:, :, None] * h.double()[:, None, :]).reshape(7, 1, num_classes * dim)
-    expected = F.adaptive_avg_pool1d(g, pooled_dim).squeeze(1)
-    pooled = pooled_gradient_embedding(out.logits, out.features, pooled_dim)
-    assert pooled.shape == (7, pooled_dim)
-    assert torch.allclose(pooled.double(), expected, rtol=1e-5, atol=1e-8)
+    grid = delta.double()[:, :, None] * h.double()[:, None, :]  # (N, C, d): rows classes, columns features
+    expected = F.adaptive_avg_pool2d(grid, output_size).reshape(7, -1)
+    pooled = pooled_gradient_embedding(out.logits, out.features, output_size)
+    assert pooled.shape == (7, output_size[0] * output_size[1])
+    assert torch.allclose(pooled.double(), expected, rtol=1e-6, atol=1e-12)
     rows = torch.tensor([5, 0, 3])
-    assert torch.equal(pooled_gradient_embedding(out.logits, out.features, pooled_dim, rows=rows), pooled[rows])
+    assert torch.equal(pooled_gradient_embedding(out.logits, out.features, output_size, rows=rows), pooled[rows])
 
 
 def pick_frequencies(strategy_kwargs: dict, out: PoolOutputs, budget: int = 1, position: int = 0, seeds: int = 600) -> torch.Tensor:
@@ -176,7 +176,11 @@ def test_seeded_determinism(name):
 
 
 def pooled_explicit_embedding(logits: torch.Tensor, features: torch.Tensor, pooled_dim: int) -> torch.Tensor:
-    return F.adaptive_avg_pool1d(explicit_embedding(logits, features)[:, None], pooled_dim)[:, 0]
+    """The paper's code's pooling of the autograd (C, d) gradient grid: (min(16, C), ⌊pooled_dim/h⌋) bins (h ≤ pooled_dim)."""
+    num_classes, dim = logits.shape[1], features.shape[1]
+    pool_h = min(16, num_classes, pooled_dim)
+    grid = explicit_embedding(logits, features).reshape(-1, num_classes, dim)
+    return F.adaptive_avg_pool2d(grid, (pool_h, pooled_dim // pool_h)).flatten(1)
 
 
 @pytest.mark.parametrize("labeled, labeled_centres", [(0, False), (17, False), (17, True)])
