@@ -1,4 +1,4 @@
-"""Initial backbone weights from self-supervised checkpoints: MoCo, DINO, lightly, SimCLR ports,
+"""Initial backbone weights from self-supervised checkpoints: MoCo, DINO, EsViT, lightly, SimCLR ports,
 Lightning, timm and torchvision files.
 
 Each :class:`CheckpointFormat` recognises one layout of a loaded file and renames the backbone's
@@ -30,6 +30,16 @@ CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.")
 
 #: Heads of lightly's models (SimCLR, MoCo, BYOL, SimSiam, Barlow Twins, DINO, ...).
 LIGHTLY_HEADS = ("projection_head.", "prediction_head.", "student_head.", "teacher_head.")
+
+#: EsViT's heads on its Swin: the DINO head put in the Swin's own ``head`` slot, and the
+#: region-level head ``head_dense`` beside it (``--use_dense_prediction``).
+ESVIT_HEADS = ("head.", "head_dense.")
+
+#: Buffers of the Microsoft Swin code that it saves and timm does not (timm recomputes them).
+SWIN_BUFFERS = ("relative_position_index", "attn_mask")
+
+#: A stage's PatchMerging in a Swin state dict, under any prefix: ``layers.{i}.downsample.``.
+_SWIN_DOWNSAMPLE = re.compile(r"(^|\.)layers\.(\d+)\.downsample\.")
 
 State = dict[str, Tensor]
 
@@ -136,6 +146,43 @@ def _dino(raw: Any, own_keys: Sequence[str]) -> State:
     return _best(_dino_network(raw), own_keys, ["backbone."])
 
 
+def _microsoft_swin(state: Mapping[str, Tensor]) -> bool:
+    """Whether ``state`` holds a Swin in the Microsoft layout (microsoft/Swin-Transformer, which EsViT
+    copies): stage 0 ends with a PatchMerging there, while timm's stage 0 starts without one."""
+    return any(re.search(r"(^|\.)layers\.0\.downsample\.reduction\.weight$", key) for key in state)
+
+
+def _swin_to_timm(state: State, own_keys: Sequence[str]) -> State:
+    """A Microsoft-layout Swin renamed to timm's: the parameter names are the same but for where the
+    PatchMerging sits (the END of stage i there, the START of stage i + 1 in timm, so
+    ``layers.{i}.downsample`` becomes ``layers.{i+1}.downsample``), and the saved
+    ``relative_position_index``/``attn_mask`` buffers are dropped unless the backbone keeps them.
+    The same renaming as timm's ``swin_transformer.checkpoint_filter_fn``, under any prefix."""
+    own = set(own_keys)
+    renamed = {}
+    for key, value in state.items():
+        key = _SWIN_DOWNSAMPLE.sub(lambda m: f"{m.group(1)}layers.{int(m.group(2)) + 1}.downsample.", key)
+        if key.rsplit(".", 1)[-1] in SWIN_BUFFERS and key not in own:
+            continue
+        renamed[key] = value
+    return renamed
+
+
+def _esvit(raw: Any, own_keys: Sequence[str]) -> State:
+    """EsViT (microsoft/esvit) Swin: the teacher's (else student's) Swin, renamed to timm's Swin
+    (:func:`_swin_to_timm`); the DINO ``head`` and ``head_dense`` dropped.
+
+    EsViT puts its heads into the Swin itself (``teacher.head = DINOHead(...)``), so the keys are
+    the Swin's own (``layers.0.blocks.0.attn.qkv.weight``; the student's under DDP's ``module.``);
+    a ``backbone.`` prefix (DINO's ``MultiCropWrapper``) is found as well. Also reads Microsoft's own
+    Swin checkpoints (``{"model": ...}`` of microsoft/Swin-Transformer), whose ``head`` is dropped.
+    """
+    own = set(own_keys)
+    state = {k: v for k, v in _dino_network(raw).items() if k in own or not k.startswith(ESVIT_HEADS)}
+    prefix = "backbone." if _has(state, "backbone.layers.") else ""
+    return _swin_to_timm(_under(state, prefix, own_keys), own_keys)
+
+
 def _lightly(raw: Any, own_keys: Sequence[str]) -> State:
     """lightly models (lightly-ai/lightly, this project's pretraining): ``backbone`` or ``teacher_backbone``, heads dropped."""
     state = _weights(raw)
@@ -158,6 +205,7 @@ FORMATS: tuple[CheckpointFormat, ...] = (
     CheckpointFormat("moco_v2", lambda raw: _has(_weights(raw), "encoder_q."), _moco_v2),
     CheckpointFormat("moco_v3", lambda raw: _has(_weights(raw), "base_encoder."), _moco_v3),
     CheckpointFormat("dino", lambda raw: _has(_dino_network(raw), "head.last_layer."), _dino),
+    CheckpointFormat("esvit", lambda raw: _microsoft_swin(_dino_network(raw)), _esvit),
     CheckpointFormat("lightly", lambda raw: _has(_weights(raw), *LIGHTLY_HEADS), _lightly),
     CheckpointFormat(
         "simclr",

@@ -14,13 +14,14 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier, build_backbone
-from al_lightning.models.checkpoints import load_backbone_weights
+from al_lightning.models.checkpoints import FORMATS, load_backbone_weights
 
 RESNET, VIT = "resnet18", "vit_tiny_patch16_224"
 
@@ -309,7 +310,7 @@ def test_larger_architecture_names_formats_and_keys(tmp_path):
     assert "moco34.pth" in message and "do not fit the backbone" in message
     # resnet34 has 8 more BasicBlocks of 12 tensors each.
     assert "tried moco_v2 (0 missing, 96 unexpected, 0 wrong shapes), state_dict (0 missing, 96 unexpected" in message
-    assert "not detected: moco_v3, dino, lightly, simclr, lightning" in message
+    assert "not detected: moco_v3, dino, esvit, lightly, simclr, lightning" in message
     assert "closest, moco_v2: missing keys [], unexpected keys ['layer1.2.bn1.bias'" in message
     assert message.endswith("'layer1.2.bn2.weight']...") and "shape mismatches" not in message
 
@@ -347,3 +348,130 @@ def test_classifier_starts_from_a_moco_checkpoint(tmp_path, caplog):
     model.reset_weights(seed=1)
     assert_loaded(model.backbone, source)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+# -- EsViT: a Swin in the Microsoft layout --------------------------------------------------------
+SWIN = "swin_tiny_patch4_window7_224"
+#: Swin-T's layout (4 stages, a shifted-window block in each) at a size a CPU test affords.
+SMALL_SWIN = {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4)}
+
+
+def small_swin(seed: int, **overrides: Any) -> nn.Module:
+    """timm's Swin at :data:`SMALL_SWIN`; with ``seed >= 0`` every tensor random (as :func:`randomised`)."""
+    torch.manual_seed(abs(seed))
+    net = timm.create_model(SWIN, pretrained=False, num_classes=0, **{**SMALL_SWIN, **overrides})
+    if seed >= 0:
+        with torch.no_grad():
+            for value in net.state_dict().values():
+                value.copy_(torch.rand_like(value))
+    return net.eval()
+
+
+def microsoft_layout(net: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's Swin as microsoft/Swin-Transformer and EsViT name it: the PatchMerging that opens timm's
+    stage i + 1 closes stage i there, and the buffers they save are in the state dict
+    (``relative_position_index``; ``attn_mask`` of the shifted blocks, which the official Swin saves)."""
+    state = {}
+    for key, value in net.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "layers" and parts[2] == "downsample":
+            parts[1] = str(int(parts[1]) - 1)
+        state[".".join(parts)] = value
+    buffers = {k: v.clone() for k, v in net.named_buffers() if k.endswith(("relative_position_index", "attn_mask"))}
+    assert buffers and "layers.0.downsample.reduction.weight" in state and "layers.3.downsample.norm.weight" not in state
+    return {**state, **buffers}
+
+
+def esvit_heads(dim: int) -> dict[str, torch.Tensor]:
+    """EsViT's view-level DINO head in the Swin's ``head`` slot and its region-level ``head_dense``."""
+    dino = {"mlp.0.weight": torch.randn(16, dim), "mlp.0.bias": torch.randn(16), "mlp.2.weight": torch.randn(8, 16),
+            "last_layer.weight_g": torch.ones(32, 1), "last_layer.weight_v": torch.randn(32, 8)}
+    return {**under("head.", dino), **under("head_dense.", dino)}
+
+
+def esvit(teacher: nn.Module, student: nn.Module, wrapper: str = "", teacher_ddp: bool = False) -> dict[str, Any]:
+    """An EsViT ``checkpoint.pth`` (main_esvit.py): ``student`` saved from DDP (``module.``), the teacher
+    without it unless it has BatchNorm; the heads replace the Swin's own (``wrapper=""``), or sit beside
+    it in DINO's ``MultiCropWrapper`` (``wrapper="backbone."``)."""
+
+    def network(net: nn.Module, ddp: bool) -> dict[str, torch.Tensor]:
+        return under("module." if ddp else "", {**under(wrapper, microsoft_layout(net)), **esvit_heads(net.num_features)})
+
+    return {
+        "student": network(student, ddp=True),
+        "teacher": network(teacher, ddp=teacher_ddp),
+        "optimizer": sgd_state(),
+        "epoch": 300,
+        "args": argparse.Namespace(arch="swin_tiny", out_dim=65536, use_dense_prediction=True, lr=0.0005),
+        "dino_loss": {"center": torch.randn(1, 32), "center_grid": torch.randn(1, 32)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "teacher_ddp"), [("", False), ("", True), ("backbone.", False)], ids=["esvit", "teacher_under_ddp", "multicrop_wrapper"]
+)
+def test_esvit_swin_loads_the_teacher_bit_exactly(wrapper, teacher_ddp, tmp_path):
+    teacher, student = small_swin(seed=0), small_swin(seed=1)
+    torch.save(esvit(teacher, student, wrapper, teacher_ddp), tmp_path / "checkpoint.pth")
+    target = small_swin(seed=-123)
+    assert load_backbone_weights(target, tmp_path / "checkpoint.pth") == "esvit"
+    expected = teacher.state_dict()
+    assert target.state_dict().keys() == expected.keys()
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(target.eval()(images), teacher(images))
+
+
+def test_microsoft_swin_classifier_checkpoint_loads(tmp_path):
+    """microsoft/Swin-Transformer's own files (``{"model": ...}`` with an ImageNet ``head``) are the same layout."""
+    net = small_swin(seed=0)
+    state = {**microsoft_layout(net), "head.weight": torch.randn(1000, net.num_features), "head.bias": torch.randn(1000)}
+    torch.save({"model": state, "epoch": 299, "max_accuracy": 81.2}, tmp_path / "swin_tiny_patch4_window7_224.pth")
+    target = small_swin(seed=-123)
+    assert load_backbone_weights(target, tmp_path / "swin_tiny_patch4_window7_224.pth") == "esvit"
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, net.state_dict()[key]), key
+
+
+def test_esvit_swin_t_fits_the_configs_backbone():
+    """EsViT's Swin-T (W=7) names and shapes fit ``build_backbone("swin_tiny_patch4_window7_224")``, on the meta device."""
+    with torch.device("meta"):
+        net, dim = build_backbone(SWIN)
+    assert dim == 768
+    raw = esvit(net, net)
+    esvit_format = next(fmt for fmt in FORMATS if fmt.name == "esvit")
+    assert esvit_format.detect(raw)
+    state = esvit_format.convert(raw, list(net.state_dict()))
+    own = net.state_dict()
+    assert state.keys() == own.keys()
+    assert all(state[k].shape == own[k].shape for k in own)
+    # Stage 0 ends with a PatchMerging in EsViT's Swin; timm's stage 1 starts with it.
+    assert "layers.1.downsample.reduction.weight" in state and "layers.0.downsample.reduction.weight" not in state
+
+
+def test_timm_layout_swin_is_not_esvit(tmp_path):
+    """A Swin already in timm's layout (DINO-style teacher/student around timm's Swin) is not renamed."""
+    teacher = small_swin(seed=0)
+    torch.save({"teacher": {**under("backbone.", teacher.state_dict()), **dino_head()}}, tmp_path / "dino_swin.pth")
+    target = small_swin(seed=-123)
+    assert load_backbone_weights(target, tmp_path / "dino_swin.pth") == "dino"
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, teacher.state_dict()[key]), key
+
+
+def test_esvit_misfits_name_formats_and_keys(tmp_path):
+    torch.save(esvit(small_swin(seed=0), small_swin(seed=1)), tmp_path / "checkpoint.pth")
+    with pytest.raises(ConfigurationError) as err:
+        load_backbone_weights(fresh(RESNET), tmp_path / "checkpoint.pth")
+    message = str(err.value)
+    # A ResNet-18 has 100 tensors; the small Swin 119, none of which a ResNet has.
+    assert "do not fit the backbone in any checkpoint format; tried dino (100 missing, 0 unexpected" in message
+    assert "esvit (100 missing, 119 unexpected, 0 wrong shapes)" in message and "missing keys ['bn1.bias'" in message
+    # A Swin of another window size: the relative position tables are named with both shapes.
+    with pytest.raises(ConfigurationError) as err:
+        load_backbone_weights(small_swin(seed=-123, window_size=2), tmp_path / "checkpoint.pth")
+    message = str(err.value)
+    assert "closest, esvit: missing keys [], unexpected keys []" in message
+    assert "'layers.0.blocks.0.attn.relative_position_bias_table: (49, 1) in the file, (9, 1) in the backbone'" in message
