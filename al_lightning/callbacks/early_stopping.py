@@ -13,16 +13,19 @@ class RoundEarlyStopping:
 
     Fed once per validation run (:meth:`update`), so it follows ``check_val_every_n_epoch``:
     ``patience`` counts validation checks without improvement, as Lightning's own
-    ``EarlyStopping`` does. A tie is not an improvement: the earliest best weights are kept.
+    ``EarlyStopping`` does. By default a tie is not an improvement, so the earliest best
+    weights are kept; the paper's code counted a tie as one (``>=``), keeping the latest.
 
     Args:
         patience: checks without improvement before the round ends (``None``: never early).
         mode: ``max`` or ``min``: which direction of the score is better.
+        tie_improves: count a score equal to the best as an improvement.
     """
 
-    def __init__(self, patience: Optional[int], mode: Literal["max", "min"] = "max") -> None:
+    def __init__(self, patience: Optional[int], mode: Literal["max", "min"] = "max", tie_improves: bool = False) -> None:
         self.patience = patience
         self.mode = mode
+        self.tie_improves = tie_improves
         self.reset()
 
     def reset(self) -> None:
@@ -34,12 +37,15 @@ class RoundEarlyStopping:
 
     def update(self, score: float, epoch: int, module: nn.Module) -> None:
         """Record the score of the weights ``module`` holds after epoch ``epoch`` (1-based within the round)."""
-        improved = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
+        improved = self.best_score is None or self._better(score, self.best_score) or (self.tie_improves and score == self.best_score)
         if improved:
             self.best_score, self.best_epoch, self.bad_checks = score, epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             self.bad_checks += 1
+
+    def _better(self, score: float, best: float) -> bool:
+        return score > best if self.mode == "max" else score < best
 
     @property
     def exhausted(self) -> bool:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from al_lightning.callbacks.scoring import PoolScorer, select_from_pool
 from al_lightning.data.datamodule import ActiveDataModule
+from al_lightning.errors import ConfigurationError
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.seeding import derive_seed
 from al_lightning.strategies import Strategy
@@ -38,8 +39,15 @@ class PoolQuery:
         strategy: the query strategy (its seed is set per round).
         budget: labels per query.
         seed: the experiment seed, from which each round's strategy and subset seeds derive.
-        pool_subset: score a seeded random subset of at most this many unlabeled points.
-        labeled_subset: at most this many labeled points for strategies that read their features.
+        pool_subset: every strategy scores a seeded random subset of at most this many
+            unlabeled points.
+        labeled_subset: at most this many labeled points (seeded random) for strategies that
+            read their features.
+        pairwise_subset: strategies that compare points with each other
+            (``Strategy.pairwise``: coreset, BADGE, their partitioned forms, cluster margin)
+            score this many points in all: the labeled subset plus unlabeled points to fill up
+            (the paper's code: 50,000 labeled + 80,000 unlabeled once 50,000 are labeled).
+            The others score the whole pool (or ``pool_subset``).
     """
 
     def __init__(
@@ -49,12 +57,22 @@ class PoolQuery:
         seed: int,
         pool_subset: Optional[int] = None,
         labeled_subset: Optional[int] = None,
+        pairwise_subset: Optional[int] = None,
     ) -> None:
+        for name, size in (("pool_subset", pool_subset), ("labeled_subset", labeled_subset), ("pairwise_subset", pairwise_subset)):
+            if size is not None and size < 1:
+                raise ConfigurationError(f"--al.{name} must be at least 1 (or null for no subset), got {size}")
+        if pairwise_subset is not None and labeled_subset is not None and pairwise_subset <= labeled_subset:
+            raise ConfigurationError(
+                f"--al.pairwise_subset={pairwise_subset} counts labeled and unlabeled points together, so it must be "
+                f"larger than --al.labeled_subset={labeled_subset} to leave room for unlabeled points"
+            )
         self.strategy = strategy
         self.budget = budget
         self.seed = seed
         self.pool_subset = pool_subset
         self.labeled_subset = labeled_subset
+        self.pairwise_subset = pairwise_subset if strategy.pairwise else None
 
     def run(self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int) -> QueryResult:
         """Select up to ``budget`` unlabeled points with ``module``'s weights and label them as ``round``."""
@@ -63,14 +81,15 @@ class PoolQuery:
         if budget > pool.num_unlabeled:
             rank_zero_warn(f"budget {budget} exceeds the {pool.num_unlabeled} unlabeled points left; labeling all of them")
             budget = pool.num_unlabeled
-        candidates = self._subset(pool.unlabeled_indices(), self.pool_subset, "pool", round)
+        labeled = self._subset(pool.labeled_indices(), self.labeled_subset, "labeled", round)
+        option, size = self._unlabeled_subset_size(labeled.numel())
+        candidates = self._subset(pool.unlabeled_indices(), size, "pool", round)
         if budget > candidates.numel():
             rank_zero_warn(
-                f"--al.pool_subset={self.pool_subset} scores fewer points than the budget of {budget}: "
-                f"round {round} labels only {candidates.numel()}; raise pool_subset to at least the budget"
+                f"{option} scores {candidates.numel()} unlabeled points, fewer than the budget of {budget}: "
+                f"round {round} labels only {candidates.numel()}; raise it so that at least the budget is scored"
             )
             budget = candidates.numel()
-        labeled = self._subset(pool.labeled_indices(), self.labeled_subset, "labeled", round)
         self.strategy.seed = derive_seed(self.seed, "strategy", round)
         started = time.perf_counter()
         chosen = select_from_pool(
@@ -91,6 +110,21 @@ class PoolQuery:
             f"{candidates.numel()} scored points in {seconds:.2f}s; {pool.num_labeled} labeled"
         )
         return QueryResult(chosen, candidates.numel(), seconds)
+
+    def _unlabeled_subset_size(self, num_labeled: int) -> tuple[str, Optional[int]]:
+        """The option that bounds the unlabeled points scored, and the bound (None: all)."""
+        if self.pairwise_subset is None:
+            return f"--al.pool_subset={self.pool_subset}", self.pool_subset
+        size = self.pairwise_subset - num_labeled
+        if size < 1:
+            raise ConfigurationError(
+                f"--al.pairwise_subset={self.pairwise_subset} leaves no room for unlabeled points next to the "
+                f"{num_labeled} labeled ones; set --al.labeled_subset below it (the paper: 50,000 of 130,000)"
+            )
+        option = f"--al.pairwise_subset={self.pairwise_subset} with {num_labeled} labeled"
+        if self.pool_subset is not None and self.pool_subset < size:
+            return f"--al.pool_subset={self.pool_subset}", self.pool_subset
+        return option, size
 
     def _subset(self, indices: Tensor, size: Optional[int], what: str, round: int) -> Tensor:
         """A seeded random subset of at most ``size`` of ``indices`` (sorted), or all of them."""

@@ -25,7 +25,8 @@ class QueryCallback(pl.Callback):
     """The active-learning loop, as a callback: train a round, query, label, reset, repeat.
 
     Round 0 trains on the initial pool. A round ends when the monitored validation metric
-    has not improved for ``patience`` validation checks or after ``max_epochs``; then the
+    has not improved for ``patience`` validation checks (once ``min_epochs`` have run) or
+    after ``max_epochs``; then the
     callback restores the round's best-validation weights, evaluates the test split
     (:func:`~al_lightning.callbacks.evaluation.evaluate_test`), records the round
     (:class:`~al_lightning.callbacks.records.RoundRecords`), queries and labels
@@ -50,14 +51,22 @@ class QueryCallback(pl.Callback):
         max_epochs: training epochs per round at most.
         patience: validation checks without improvement of ``monitor`` before a round ends
             (``None``: never early).
+        min_epochs: epochs every round trains before patience may end it (a grace period for
+            the first epochs, when the validation score of a fresh head can sit still).
+        tie_improves: count a validation score equal to the round's best as an improvement
+            (the paper's code did; the round then keeps the latest of the tied weights).
         monitor: validation metric for early stopping and for picking the round's best weights.
         mode: ``max`` or ``min``: which direction of ``monitor`` is better.
         strategy_args: extra keyword arguments for the strategy's constructor.
         seed: seeds heads, rounds and strategies (default: ``seed_everything``'s seed).
-        pool_subset: score a random subset of at most this many unlabeled points per query
-            (the paper scored 80,000 on ImageNet); ``None``: the whole pool.
+        pool_subset: every strategy scores a random subset of at most this many unlabeled
+            points per query; ``None``: the whole pool.
         labeled_subset: at most this many labeled points for strategies that read the
-            labeled set's features (the paper: 50,000); ``None``: all.
+            labeled set's features (the paper's code: 50,000); ``None``: all.
+        pairwise_subset: strategies that compare pool points with each other (coreset,
+            BADGE, their partitioned forms, cluster margin) score this many points in all,
+            labeled subset included (the paper's code: 130,000 on ImageNet); the others
+            score the whole pool. ``None``: no such bound.
         save_round_checkpoints: write ``checkpoints/round-XX.ckpt`` after every round.
     """
 
@@ -68,25 +77,31 @@ class QueryCallback(pl.Callback):
         rounds: int = 5,
         max_epochs: int = 200,
         patience: Optional[int] = 50,
+        min_epochs: int = 0,
+        tie_improves: bool = False,
         monitor: str = "val/acc_top1",
         mode: Literal["max", "min"] = "max",
         strategy_args: Optional[dict[str, Any]] = None,
         seed: Optional[int] = None,
         pool_subset: Optional[int] = None,
         labeled_subset: Optional[int] = None,
+        pairwise_subset: Optional[int] = None,
         save_round_checkpoints: bool = True,
     ) -> None:
         if budget < 0 or rounds < 0 or max_epochs < 1:
             raise ConfigurationError(f"need budget >= 0, rounds >= 0, max_epochs >= 1; got {budget}, {rounds}, {max_epochs}")
+        if not 0 <= min_epochs <= max_epochs:
+            raise ConfigurationError(f"min_epochs must lie in [0, max_epochs={max_epochs}], got {min_epochs}")
         self.strategy_name = strategy
         self.strategy = build(strategy, **(strategy_args or {}))
         self.rounds = rounds
         self.max_epochs = max_epochs
+        self.min_epochs = min_epochs
         self.monitor = monitor
         self.seed = resolve_seed(seed)
         self.save_round_checkpoints = save_round_checkpoints
-        self.query = PoolQuery(self.strategy, budget, self.seed, pool_subset, labeled_subset)
-        self.early_stopping = RoundEarlyStopping(patience, mode)
+        self.query = PoolQuery(self.strategy, budget, self.seed, pool_subset, labeled_subset, pairwise_subset)
+        self.early_stopping = RoundEarlyStopping(patience, mode, tie_improves)
         self.records = RoundRecords()
         self.companion = (
             CompanionTraining(self.strategy, self.strategy.name or strategy) if isinstance(self.strategy, TrainsWithClassifier) else None
@@ -95,6 +110,7 @@ class QueryCallback(pl.Callback):
         # Experiment state (saved in checkpoints).
         self.round = 0
         self.last_query_seconds = 0.0
+        self.last_query_scored: Optional[int] = None  # None: round 0's labels came with the data
         self.finished = False
         # Progress inside the current round (a resumed run replays the round from its start).
         self._needs_setup = True
@@ -148,7 +164,7 @@ class QueryCallback(pl.Callback):
                 )
             # No initial pool: round 0's labels are the strategy's pick with the untrained head.
             pl_module.reset_weights(derive_seed(self.seed, "head", 0))
-            self.last_query_seconds = self.query.run(trainer, pl_module, datamodule, round=0).seconds
+            self._run_query(trainer, pl_module, datamodule, round=0)
         self.records.write(trainer, datamodule)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -156,6 +172,10 @@ class QueryCallback(pl.Callback):
         # rounds are set up as soon as the previous one ends.
         if self._needs_setup:
             self._start_round(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.companion is not None:
+            self.companion.before_batch(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.companion is not None:
@@ -171,7 +191,8 @@ class QueryCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs_in_round += 1
-        if self.epochs_in_round >= self.max_epochs or self.early_stopping.exhausted:
+        stopped_early = self.epochs_in_round >= self.min_epochs and self.early_stopping.exhausted
+        if self.epochs_in_round >= self.max_epochs or stopped_early:
             self._end_round(trainer, pl_module)
 
     # -- rounds -------------------------------------------------------------------------------
@@ -213,6 +234,7 @@ class QueryCallback(pl.Callback):
             best_val=self.early_stopping.best_score,
             epochs=self.epochs_in_round,
             best_epoch=self.early_stopping.best_epoch,
+            num_scored=self.last_query_scored,
             query_seconds=self.last_query_seconds,
             train_seconds=train_seconds,
         )
@@ -224,12 +246,16 @@ class QueryCallback(pl.Callback):
             trainer.should_stop = True
         else:
             self.round += 1
-            self.last_query_seconds = self.query.run(trainer, pl_module, datamodule, round=self.round).seconds
+            self._run_query(trainer, pl_module, datamodule, round=self.round)
             self.records.write(trainer, datamodule)
         if self.save_round_checkpoints:
             trainer.save_checkpoint(Path(trainer.log_dir) / "checkpoints" / f"round-{finished_round:02d}.ckpt", weights_only=False)
         if not last:
             self._start_round(trainer, pl_module)
+
+    def _run_query(self, trainer: pl.Trainer, pl_module: ActiveClassifier, datamodule: ActiveDataModule, round: int) -> None:
+        result = self.query.run(trainer, pl_module, datamodule, round=round)
+        self.last_query_seconds, self.last_query_scored = result.seconds, result.scored
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -237,6 +263,7 @@ class QueryCallback(pl.Callback):
             "round": self.round,
             **self.records.state_dict(),
             "last_query_seconds": self.last_query_seconds,
+            "last_query_scored": self.last_query_scored,
             "finished": self.finished,
         }
 
@@ -244,6 +271,7 @@ class QueryCallback(pl.Callback):
         self.round = state_dict["round"]
         self.records.load_state_dict(state_dict)
         self.last_query_seconds = float(state_dict["last_query_seconds"])
+        self.last_query_scored = state_dict.get("last_query_scored")
         self.finished = state_dict["finished"]
         # Whatever epoch the checkpoint was taken at, the round replays from its start.
         self._needs_setup = True

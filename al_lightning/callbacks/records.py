@@ -18,6 +18,7 @@ ROUND_COLUMNS = (
     "round",
     "num_labeled",
     "num_queried",
+    "num_scored",
     "test_acc_top1",
     "test_acc_top5",
     "best_val",

@@ -102,6 +102,7 @@ class Badge(Strategy):
     """
 
     requires = ("logits", "features", "weight", "bias", "labeled_features")
+    pairwise = True
 
     def __init__(self, seed: int = 0, labeled_centres: bool = True) -> None:
         super().__init__(seed)

@@ -47,6 +47,7 @@ class ClusterMargin(Strategy):
     """
 
     requires = ("logits", "features")
+    pairwise = True
     #: Largest set clustered directly; the O(m²) distance matrix bounds memory.
     max_points: int = 5000
     #: Lloyd iterations of the micro-clustering.

@@ -58,6 +58,7 @@ class Coreset(Strategy):
     """
 
     requires = ("features", "labeled_features")
+    pairwise = True
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
         return k_center_greedy(outputs.features, outputs.labeled_features, budget, self.generator())

@@ -36,6 +36,7 @@ class PartitionedCoreset(Strategy):
     """
 
     requires = ("features", "labeled_features")
+    pairwise = True
 
     def __init__(self, seed: int = 0, partitions: int = 10) -> None:
         super().__init__(seed)

@@ -33,6 +33,11 @@ class Strategy(abc.ABC):
     name: ClassVar[str] = ""
     #: PoolOutputs fields this strategy reads.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: PoolOutputs fields it uses when the caller can give them, and does without otherwise.
+    accepts: ClassVar[tuple[str, ...]] = ()
+    #: Whether it compares pool points with each other (quadratic in the pool, or clustering
+    #: it): the query then scores ``--al.pairwise_subset`` points, as the paper's code did.
+    pairwise: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -172,10 +177,11 @@ class TrainsWithClassifier(Protocol):
     """A strategy with networks of its own, trained alongside the classifier (VAAL).
 
     The query callback calls :meth:`reset` at the start of every round and
-    :meth:`train_step` after every classifier step, with that step's labeled images and a
-    batch of unlabeled ones.
+    :meth:`train_step` after every classifier step, with that step's labeled images, a
+    batch of unlabeled ones, and ``lr_scale``: the classifier's learning rate over its
+    initial one, so the strategy's own learning rates can follow the classifier's schedule.
     """
 
     def reset(self, seed: int, device: torch.device | str = "cpu") -> None: ...
 
-    def train_step(self, labeled_images: Tensor, unlabeled_images: Tensor) -> dict[str, float]: ...
+    def train_step(self, labeled_images: Tensor, unlabeled_images: Tensor, lr_scale: float = 1.0) -> dict[str, float]: ...

@@ -84,7 +84,8 @@ class VAAL(RankedStrategy):
     query takes the lowest P(labeled). The VAE is Tolstikhin et al.'s (2017) conv
     encoder/decoder trained on random ``crop_size`` crops (64×64; smaller images whole), with
     ONE VAE step and ONE discriminator step per classifier step (the repository does two VAE
-    steps). The loss is the repository's: per-set mean squared error + ``kl_weight`` × the KL
+    steps). Both Adam learning rates follow the classifier's schedule (``lr_scale`` of
+    :meth:`train_step`), as the repository steps a copy of the classifier's scheduler on each. The loss is the repository's: per-set mean squared error + ``kl_weight`` × the KL
     divergence summed over latent dimensions and images, on both sets.
 
     Unlike the other strategies VAAL has state: networks that the query callback trains
@@ -171,8 +172,10 @@ class VAAL(RankedStrategy):
         self._network_seed = seed
         self._device = torch.device(device)
 
-    def train_step(self, labeled_images: Tensor, unlabeled_images: Tensor) -> dict[str, float]:
+    def train_step(self, labeled_images: Tensor, unlabeled_images: Tensor, lr_scale: float = 1.0) -> dict[str, float]:
         """One VAE step, then one discriminator step on the same (cropped) batches; returns the losses.
+
+        The steps run at ``lr_scale`` × ``vae_lr`` and × ``discriminator_lr``.
 
         The two batches go through the VAE together, so BatchNorm normalises them with shared
         statistics, as the running statistics will at scoring; separate statistics per batch
@@ -190,6 +193,9 @@ class VAAL(RankedStrategy):
         unlabeled = random_crop(unlabeled_images, self.crop_size, generator)
         images = torch.cat([labeled, unlabeled.to(labeled.device)]).to(self._device, torch.float32)
         vae, discriminator = self._networks(tuple(images.shape[1:]))
+        for optimizer, lr in ((self._vae_optimizer, self.vae_lr), (self._discriminator_optimizer, self.discriminator_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_scale
         n = len(labeled)
         noise = torch.randn(len(images), self.latent_dim, generator=generator).to(self._device)
         with torch.enable_grad(), torch.autocast(self._device.type, enabled=False):

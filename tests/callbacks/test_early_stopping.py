@@ -1,4 +1,4 @@
-"""Early stopping within a round: patience counts validation checks; the earliest best weights win."""
+"""Early stopping within a round: patience counts validation checks; ties and a grace period as configured."""
 
 import torch
 
@@ -46,3 +46,55 @@ def test_a_round_counts_patience_in_validation_checks_under_the_real_trainer(tmp
     trainer.fit(model, datamodule=datamodule)
     for row in callback.history:
         assert row["epochs"] in (4, 6) and row["best_epoch"] in (2, 4, 6)
+
+
+def test_a_tie_can_count_as_an_improvement_as_in_the_papers_code():
+    module = torch.nn.Linear(1, 1, bias=False)
+    stopping = RoundEarlyStopping(patience=2, mode="max", tie_improves=True)
+    for epoch, (score, weight) in enumerate([(0.5, 1.0), (0.7, 2.0), (0.7, 3.0), (0.6, 4.0)], start=1):
+        module.weight.data.fill_(weight)
+        stopping.update(score, epoch, module)
+    # the tie at epoch 3 resets the count and becomes the best; one bad check since.
+    assert (stopping.best_score, stopping.best_epoch, stopping.bad_checks, stopping.exhausted) == (0.7, 3, 1, False)
+    stopping.restore_best(module)
+    assert module.weight.item() == 3.0
+
+
+def _constant_score_rounds(tmp_path, **al):
+    """Rounds whose validation score never changes: a head on fixed features that does not learn (lr 0)."""
+    import pytorch_lightning as pl
+
+    from al_lightning.callbacks import QueryCallback
+    from al_lightning.data import ActiveDataModule
+    from al_lightning.models import ActiveClassifier
+
+    tmp_path.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    path = tmp_path / "features.pt"
+    torch.save(
+        {
+            "train_features": torch.randn(200, 4, generator=generator),
+            "train_targets": torch.arange(200) % 10,
+            "test_features": torch.randn(50, 4, generator=generator),
+            "test_targets": torch.arange(50) % 10,
+        },
+        path,
+    )
+    datamodule = ActiveDataModule(dataset="features", path=str(path), initial_pool_size=20, batch_size=8, seed=0)
+    model = ActiveClassifier(num_classes=10, backbone="identity", input_dim=4, lr=0.0)
+    callback = QueryCallback(**{"strategy": "random", "budget": 10, "rounds": 1, "max_epochs": 6, "patience": 1, "seed": 0, "save_round_checkpoints": False, **al})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=-1, callbacks=[callback], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return [(row["epochs"], row["best_epoch"]) for row in callback.history]
+
+
+def test_min_epochs_and_ties_under_the_real_trainer(tmp_path):
+    # patience 1: a constant score runs out of patience at epoch 2 ...
+    assert _constant_score_rounds(tmp_path / "plain") == [(2, 1), (2, 1)]
+    # ... but not before min_epochs ...
+    assert _constant_score_rounds(tmp_path / "grace", min_epochs=4) == [(4, 1), (4, 1)]
+    # ... and never when every tie improves: the round runs to max_epochs and keeps the last weights.
+    assert _constant_score_rounds(tmp_path / "ties", tie_improves=True) == [(6, 6), (6, 6)]
