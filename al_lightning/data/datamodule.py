@@ -16,7 +16,7 @@ from al_lightning.data.oracle import SimulatedOracle
 from al_lightning.data.pool import ActivePool
 from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
 from al_lightning.data.sources import DatasetSplits, build_source
-from al_lightning.data.splits import balanced_subset, random_subset, stratified_split
+from al_lightning.data.splits import balanced_subset, per_class_split, random_subset, stratified_split
 from al_lightning.errors import ConfigurationError
 from al_lightning.seeding import derive_seed, resolve_seed, seed_worker
 
@@ -25,7 +25,8 @@ class ActiveDataModule(pl.LightningDataModule):
     """The training pool (labeled / unlabeled / held out), the test split, and their loaders.
 
     The training set is split once, with a seed, into a class-stratified validation split
-    (``val_fraction``; labels known, used for early stopping, never queried) and the pool.
+    (``val_fraction`` or ``val_per_class``; labels known, used for early stopping, never
+    queried) and the pool.
     The initial pool of ``initial_pool_size`` points is drawn from the pool at random or
     class-balanced and labeled by the oracle as round 0. The pool's state is saved in
     Lightning checkpoints, so ``--ckpt_path`` resumes with the same labels.
@@ -35,6 +36,9 @@ class ActiveDataModule(pl.LightningDataModule):
         path: dataset root or file, for sources that read one.
         image_size: side of the model's input images (default: the source's own).
         val_fraction: share of each class of the training set held out for early stopping.
+        val_per_class: hold out exactly this many points of every class instead, a
+            class-balanced split whatever the class sizes (the paper's code: 500 on CIFAR-10,
+            204 on long-tailed CIFAR-10, 12 on ImageNet); overrides ``val_fraction``.
         initial_pool_size: points labeled before round 0 (0: the strategy picks them with
             the untrained head, see the query callback).
         initial_pool: ``random`` (uniform) or ``balanced`` (equal per class, reads labels).
@@ -63,6 +67,7 @@ class ActiveDataModule(pl.LightningDataModule):
         path: Optional[str] = None,
         image_size: Optional[int] = None,
         val_fraction: float = 0.1,
+        val_per_class: Optional[int] = None,
         initial_pool_size: int = 100,
         initial_pool: Literal["random", "balanced"] = "random",
         batch_size: int = 128,
@@ -83,6 +88,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self.source = build_source(dataset, path=path, image_size=image_size, **given)
         self.download = bool(download)
         self.val_fraction = val_fraction
+        self.val_per_class = val_per_class
         self.initial_pool_size = initial_pool_size
         self.initial_pool = initial_pool
         self.batch_size = batch_size
@@ -127,7 +133,10 @@ class ActiveDataModule(pl.LightningDataModule):
         self.splits = self.source.load()
         self.oracle = SimulatedOracle(self.splits.train_targets)
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "split"))
-        holdout = stratified_split(self.splits.train_targets, self.val_fraction, generator)
+        if self.val_per_class is None:
+            holdout = stratified_split(self.splits.train_targets, self.val_fraction, generator)
+        else:
+            holdout = per_class_split(self.splits.train_targets, self.val_per_class, generator)
         self.pool = ActivePool(len(self.splits.train_targets), holdout=holdout)
         if self._pending_state is not None:
             self.pool.load_state_dict(self._pending_state["pool"])

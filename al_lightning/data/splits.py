@@ -28,6 +28,26 @@ def stratified_split(targets: Tensor, fraction: float, generator: torch.Generato
     return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
 
 
+def per_class_split(targets: Tensor, per_class: int, generator: torch.Generator) -> Tensor:
+    """Indices of ``per_class`` random points of every class of ``targets`` (sorted): a class-balanced split.
+
+    Every class must keep at least one point outside the split; the error names the first
+    class that would not.
+    """
+    if per_class < 0:
+        raise ConfigurationError(f"val_per_class must be >= 0, got {per_class}")
+    chosen = []
+    for c in torch.unique(targets).tolist():
+        members = (targets == c).nonzero().squeeze(1)
+        if members.numel() <= per_class:
+            raise ConfigurationError(
+                f"val_per_class={per_class} would hold out all {members.numel()} points of class {c}, leaving none "
+                f"to label; lower val_per_class below {members.numel()} or use val_fraction"
+            )
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
+
+
 def random_subset(candidates: Tensor, size: int, generator: torch.Generator) -> Tensor:
     """``size`` distinct elements of ``candidates``, uniformly at random."""
     if size > candidates.numel():

@@ -23,6 +23,17 @@ def test_validation_split_is_stratified_and_out_of_the_pool():
     assert not set(holdout.tolist()) & set(dm.pool.labeled_indices().tolist())
 
 
+def test_a_per_class_validation_split_holds_out_the_same_number_of_every_class():
+    dm = setup_dm(val_per_class=12, initial_pool_size=30)
+    holdout = dm.pool.holdout_indices()
+    assert dm.train_targets[holdout].bincount(minlength=10).tolist() == [12] * 10
+    assert not set(holdout.tolist()) & (set(dm.pool.unlabeled_indices().tolist()) | set(dm.pool.labeled_indices().tolist()))
+    # the smallest digit class has 139 training images: holding out all of them is refused
+    smallest = int(dm.train_targets.bincount().min())
+    with pytest.raises(ConfigurationError, match=f"val_per_class={smallest} would hold out all {smallest} points of class"):
+        setup_dm(val_per_class=smallest)
+
+
 def test_initial_pool_is_seeded():
     first, again, other = setup_dm(initial_pool_size=40), setup_dm(initial_pool_size=40), setup_dm(initial_pool_size=40, seed=1)
     assert torch.equal(first.pool.labeled_indices(), again.pool.labeled_indices())
