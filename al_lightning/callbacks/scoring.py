@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from al_lightning.distributed import is_distributed, rank
+from al_lightning.errors import ConfigurationError
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.strategies import PoolOutputs, Strategy
 from al_lightning.strategies.outputs import PER_POINT_FIELDS
@@ -130,12 +131,13 @@ def select_from_pool(
     pool_indices: Tensor,
     labeled_loader: DataLoader,
     labels: Tensor,
-    true_targets: Tensor,
+    true_targets: Optional[Tensor],
 ) -> Tensor:
     """Pool indices chosen by ``strategy``: on every rank for streaming strategies, on rank 0 otherwise.
 
     Every chunk or whole :class:`PoolOutputs` a strategy gets carries the head (``weight``,
-    ``bias``) and ``num_classes``, plus the fields it ``requires``. Streaming strategies
+    ``bias``) and ``num_classes``, plus the fields it ``requires`` and those it ``accepts``
+    that the caller can give (``targets`` when ``true_targets`` is given). Streaming strategies
     reduce batch by batch (memory O(b) or O(C·b)) and every rank finishes the merged
     reduction identically; the others get whole outputs gathered on every rank, and rank 0
     selects (other ranks return nothing: the caller broadcasts rank 0's answer).
@@ -145,9 +147,22 @@ def select_from_pool(
         pool_indices: all pool indices to choose from (used as is when no forward pass is needed).
         labeled_loader: this rank's shard of the labeled set, same form.
         labels: (N_train,) labels by training index (-1 where unknown).
-        true_targets: (N_train,) the dataset's labels (only for the cheating ``targets`` field).
+        true_targets: (N_train,) the dataset's labels, for the ``targets`` field: an oracle
+            that answers at once (the simulated one) gives them; None means the oracle cannot
+            answer during the query (a human annotator). A strategy that requires ``targets``
+            (the cheating ``balanced_random``) then cannot run; one that accepts them
+            (``balancing``'s per-pick label feedback) does without.
     """
+    if "targets" in strategy.requires and true_targets is None:
+        raise ConfigurationError(
+            f"strategy '{strategy.name or type(strategy).__name__}' reads the pool's true labels (PoolOutputs.targets) "
+            "during the query, so it needs an oracle that answers at once (the simulated oracle); "
+            "none was given (true_targets=None: an oracle, such as a human annotator, that cannot answer "
+            "during the query)"
+        )
     fields = set(strategy.requires)
+    if "targets" in strategy.accepts and true_targets is not None:
+        fields.add("targets")
     per_point = fields & set(SCORED_FIELDS)
     if isinstance(strategy, StreamingStrategy):
         reducer = strategy.reducer(scorer.head(), budget)

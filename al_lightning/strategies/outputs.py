@@ -33,8 +33,10 @@ class PoolOutputs:
         bias: (C,) bias of the linear head.
         labeled_features: (M, d) embeddings of the labeled set.
         labeled_targets: (M,) labels of the labeled set.
-        targets: (N,) true labels of the pool; only the cheating ``balanced_random``
-            baseline reads them.
+        targets: (N,) true labels of the pool. The cheating ``balanced_random`` baseline
+            reads them all (it requires them); ``balancing`` accepts them and reads one per
+            pick, as the oracle's answer for that pick (label feedback), when the oracle can
+            answer at once (the simulated oracle); without them it assumes each pick's class.
         images: (N, channels, H, W) the pool's images, for strategies that look at pixels
             (VAAL); the query callback streams them batch by batch instead.
         num_classes: C, the classifier's number of classes. Inferred from ``logits``,

@@ -104,6 +104,9 @@ def test_every_strategy_runs_a_round_through_the_callback_and_gets_what_it_requi
     for outputs in inputs:
         missing = [f for f in callback.strategy.requires if getattr(outputs, f) is None]
         assert not missing, f"{strategy} did not get {missing}"
+        if "targets" in callback.strategy.accepts:  # the simulated oracle answers at once: label feedback
+            assert outputs.targets is not None, f"{strategy} did not get the targets it accepts"
+            assert torch.equal(outputs.targets, datamodule.train_targets[outputs.index])
         assert outputs.num_classes == 10
         assert not set(outputs.index.tolist()) & set(labeled_round0.tolist())
         if outputs.labeled_targets is not None:
