@@ -62,12 +62,15 @@ def standin_args(config: str, tmp: Path) -> list[str]:
     if config.startswith("cifar10"):
         weights = save_backbone(tmp / "simclr.pt", "resnet18", cifar_stem=True)
         return [f"--data.path={write_cifar(tmp / 'cifar', per_class=12)}", "--data.download=false",
-                f"--model.pretrained={weights}", "--data.initial_pool_size=20", "--al.budget=10"]
+                f"--model.pretrained={weights}", "--data.initial_pool_size=20", "--al.budget=10",
+                "--data.val_per_class=null"]  # the stand-in's rarest long-tailed class has one image
     if config.startswith("imagenet"):
-        vit = "vit" in config
-        weights = save_backbone(tmp / "ssp.pt", "vit_small_patch16_224" if vit else "resnet50", moco=not vit)
-        return [f"--data.path={imagenet_standin(tmp / 'imagenet')}", f"--model.pretrained={weights}",
-                f"--data.image_size={224 if vit else 32}", "--data.initial_pool_size=6", "--al.budget=4"]
+        model = yaml.safe_load((REPO / "configs" / config).read_text())["model"]
+        resnet = model["backbone"].startswith("resnet")  # transformers take only their own input size
+        weights = [f"--model.pretrained={save_backbone(tmp / 'ssp.pt', model['backbone'], moco=resnet)}"] if model.get("pretrained") else []
+        return [f"--data.path={imagenet_standin(tmp / 'imagenet')}", *weights,
+                f"--data.image_size={32 if resnet else 224}", "--data.initial_pool_size=6", "--al.budget=4",
+                "--data.val_per_class=2"]
     if config.startswith("features"):
         path = write_features(tmp / "features.pt", train_features=torch.randn(300, 16),
                               train_targets=torch.arange(300) % 4, test_features=torch.randn(40, 16),
