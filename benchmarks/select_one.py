@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     strategy = build(args.strategy, seed=0)
-    fields = set(strategy.requires)
+    fields = set(strategy.requires) | set(strategy.accepts)  # what the query callback gives it under the simulated oracle
     need = {"logits", "features", "targets"} & (fields | ({"features"} if "labeled_features" in fields else set()))
     if "labeled_targets" in fields:
         need.add("targets")
@@ -60,12 +60,13 @@ def main() -> None:
         labeled_features=pool["features"][:split] if "labeled_features" in fields else None,
         labeled_targets=pool["targets"][:split] if "labeled_targets" in fields else None,
         targets=pool["targets"][split:] if "targets" in fields else None,
+        num_classes=args.classes,
     )
     input_mb = sum(t.numel() * t.element_size() for t in pool.values()) / 2**20
     reset_peak()
     before = resident_mb("VmRSS")
     warm = max(args.budget, len(outputs) // 100)
-    head = {f: getattr(outputs, f) for f in ("weight", "bias", "labeled_features", "labeled_targets")}
+    head = {f: getattr(outputs, f) for f in ("weight", "bias", "labeled_features", "labeled_targets", "num_classes")}
     sliced = {f: getattr(outputs, f)[:warm] for f in ("index", "logits", "features", "targets") if getattr(outputs, f) is not None}
     strategy.select(PoolOutputs(**sliced, **head), max(1, args.budget // 100))
     start = time.perf_counter()

@@ -52,7 +52,8 @@ class QueryCallback(pl.Callback):
         patience: validation checks without improvement of ``monitor`` before a round ends
             (``None``: never early).
         min_epochs: epochs every round trains before patience may end it (a grace period for
-            the first epochs, when the validation score of a fresh head can sit still).
+            the first epochs, when the validation score of a fresh head can sit still);
+            ``max_epochs`` still ends a round, so a smaller ``--al.max_epochs`` override wins.
         tie_improves: count a validation score equal to the round's best as an improvement
             (the paper's code did; the round then keeps the latest of the tied weights).
         monitor: validation metric for early stopping and for picking the round's best weights.
@@ -90,8 +91,8 @@ class QueryCallback(pl.Callback):
     ) -> None:
         if budget < 0 or rounds < 0 or max_epochs < 1:
             raise ConfigurationError(f"need budget >= 0, rounds >= 0, max_epochs >= 1; got {budget}, {rounds}, {max_epochs}")
-        if not 0 <= min_epochs <= max_epochs:
-            raise ConfigurationError(f"min_epochs must lie in [0, max_epochs={max_epochs}], got {min_epochs}")
+        if min_epochs < 0:
+            raise ConfigurationError(f"min_epochs must be >= 0, got {min_epochs}")
         self.strategy_name = strategy
         self.strategy = build(strategy, **(strategy_args or {}))
         self.rounds = rounds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.distances import squared_distances
+from al_lightning.strategies.distances import expanded_sq_distances, squared_distances
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.ranking import EMPTY_KEY, key_ids, score_keys, smallest_keys
 from al_lightning.strategies.registry import register
@@ -95,6 +95,7 @@ class BalancingSampler(Strategy):
         if centred.numel():
             distances[:, centred] = squared_distances(features, sums[centred] / labeled_counts[centred, None])
         has_centre = (labeled_counts > 0).cpu()
+        feature_sq = features.square().sum(1) if feedback else None  # once: a moved centre costs one N·d product
         nearest_sq = None  # (N,) distance to the nearest centre, while no centre has moved
 
         ids = torch.arange(n, device=device)
@@ -139,7 +140,8 @@ class BalancingSampler(Strategy):
             counts[label] += 1
             sums[label] += features[pick]
             has_centre[label] = True
-            distances[:, label] = squared_distances(features, sums[label, None] / int(counts[label]))[:, 0]
+            centre = (sums[label] / int(counts[label])).float()
+            distances[:, label] = expanded_sq_distances(feature_sq, centre.square().sum()[None], (features @ centre)[:, None])[:, 0]
             nearest_sq = None
             if majority_columns is not None and bool((majority_columns == label).any()):
                 majority_columns = None
