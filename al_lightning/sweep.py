@@ -1,0 +1,413 @@
+"""A grid of experiments, one after another: ``python -m al_lightning.sweep``.
+
+::
+
+    python -m al_lightning.sweep --config demo.yaml --strategies base,margin,random --seeds 0,1,2 \\
+        --out sweeps/demo [any train.py override, e.g. --al.budget=100]
+
+Every (strategy, seed) cell is one ``train.py fit`` run in a subprocess, in its own folder
+``OUT/<strategy>-seed<seed>/`` (``--trainer.default_root_dir``), its output in ``run.log``
+there. A run that exits 0 with its records gets ``finished.json`` and is skipped when the sweep
+runs again; one without it resumes from its newest round checkpoint, or starts over when it has
+none. ``--print`` prints the commands (for a cluster scheduler) and runs nothing. The arguments
+are checked once with the CLI's own parser before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
+from al_lightning.errors import ConfigurationError
+
+#: The marker a run gets once it has exited 0 with its records; its presence means "skip".
+MARKER = "finished.json"
+#: Every run's stdout and stderr, appended attempt after attempt.
+RUN_LOG = "run.log"
+
+#: Arguments the sweep sets itself for every run → the sweep flag to use instead.
+OWNED = {
+    "--al.strategy": "--strategies",
+    "--seed_everything": "--seeds",
+    "--trainer.default_root_dir": "--out",
+    "--ckpt_path": "nothing: the sweep resumes an unfinished run from its newest round checkpoint itself",
+}
+
+_CHECKPOINT = re.compile(r"round-(\d+)\.ckpt")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the grid and the folder it owns."""
+
+    strategy: str
+    seed: int
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, list[str]]:
+    """The sweep's own flags; everything else is passed through to every run, in order.
+
+    ``allow_abbrev=False``: otherwise argparse would take a CLI override such as ``--seed`` for
+    an abbreviation of ``--seeds`` instead of passing it through.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m al_lightning.sweep",
+        description="Run train.py fit for every strategy x seed, one after another; "
+        "unknown arguments are train.py overrides given to every run.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", "-c", required=True, help="train.py config (a path or a name in configs/)")
+    parser.add_argument("--strategies", required=True, help="comma-separated strategy names or class paths")
+    parser.add_argument("--seeds", required=True, help="comma-separated integers (--seed_everything)")
+    parser.add_argument("--out", required=True, help="sweep folder: one run folder per cell inside")
+    parser.add_argument("--print", action="store_true", dest="print_only", help="print the commands, run nothing")
+    return parser.parse_known_args(argv)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse overrides of what the sweep sets per run: they would make every cell the same run."""
+    for arg in overrides:
+        flag = arg.split("=", 1)[0]
+        if flag in OWNED:
+            raise ConfigurationError(f"{flag} is set by the sweep for each run; use {OWNED[flag]}")
+        if flag == "--print_config":
+            raise ConfigurationError("--print_config would make every run print its config and exit; use --print")
+
+
+def parse_strategies(text: str) -> list[str]:
+    """Registry names (lower-cased, as the registry matches them) or class paths, each once."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise ConfigurationError("--strategies is empty; give e.g. --strategies base,margin")
+    from al_lightning.strategies import available  # imports torch: only once the cheap checks passed
+
+    unknown = [n for n in names if "." not in n and n.lower() not in available()]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown strategy {', '.join(map(repr, unknown))}; choose from: {', '.join(available())} "
+            "(or give the class path of your own Strategy subclass, e.g. my_package.MyStrategy)"
+        )
+    names = [n if "." in n else n.lower() for n in names]
+    _refuse_repeats(names, "--strategies")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Integer seeds, each once: a typo must not silently shrink or repeat the grid."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise ConfigurationError("--seeds is empty; give e.g. --seeds 0,1,2")
+    try:
+        seeds = [int(s) for s in items]
+    except ValueError:
+        raise ConfigurationError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    _refuse_repeats(seeds, "--seeds")
+    return seeds
+
+
+def _refuse_repeats(values: list[Any], flag: str) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigurationError(f"{flag} lists {', '.join(repeated)} more than once")
+
+
+def resolve_config(value: str) -> str:
+    """The config as an absolute path, found the way train.py finds it (``NAME.yaml`` in configs/).
+
+    Absolute, so that printed commands run from any directory of a cluster node.
+    """
+    resolved = resolve_config_args(["--config", value], PROJECT_CONFIGS)[1]
+    return os.path.abspath(resolved) if Path(resolved).expanduser().exists() else resolved
+
+
+def entry_command() -> list[str]:
+    """How a run starts: this interpreter and the repository's ``train.py`` (or the CLI module
+    itself when the package is installed without the repository)."""
+    script = PROJECT_CONFIGS.parent / "train.py"
+    if script.is_file():
+        return [sys.executable, str(script)]
+    return [sys.executable, "-c", "from al_lightning.cli import main; main()"]
+
+
+def run_args(config: str, run: Run, overrides: list[str]) -> list[str]:
+    """The ``train.py`` arguments of one cell; the overrides come last, as the user gave them."""
+    return [
+        "fit",
+        "--config",
+        config,
+        f"--al.strategy={run.strategy}",
+        f"--seed_everything={run.seed}",
+        f"--trainer.default_root_dir={run.dir}",
+        *overrides,
+    ]
+
+
+def validate(args: list[str], run: Run) -> dict[str, Any]:
+    """The full config of ``args`` from the CLI's own parser (``--print_config``), nothing trained.
+
+    Runs in this process (one import of the CLI, not a second interpreter). A rejected argument
+    raises :class:`ConfigurationError` with jsonargparse's message; so does a config file or a
+    namespace override (``--al '{strategy: x}'``) that changes what the sweep sets per run.
+    """
+    import yaml
+
+    from al_lightning.cli import ActiveLearningCLI, run_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            run_cli(ActiveLearningCLI, [*args, "--print_config"])
+        except SystemExit as exit:
+            code = exit.code
+    if code not in (0, None):
+        lines = err.getvalue().splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("error:")]
+        message = "\n".join(lines[starts[0] :] if starts else lines[-20:])
+        raise ConfigurationError(f"train.py rejects these arguments:\n  {shlex.join(args)}\n{message}")
+    config = yaml.safe_load(out.getvalue())
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"train.py --print_config printed no config for:\n  {shlex.join(args)}")
+    given = {
+        "--al.strategy": (config["al"]["strategy"], run.strategy),
+        "--seed_everything": (config["seed_everything"], run.seed),
+        "--trainer.default_root_dir": (config["trainer"]["default_root_dir"], str(run.dir)),
+        "--ckpt_path": (config.get("ckpt_path"), None),
+    }
+    for flag, (got, wanted) in given.items():
+        if got != wanted:
+            raise ConfigurationError(
+                f"the overrides or config set {flag.removeprefix('--')} to {got!r} instead of the sweep's "
+                f"{wanted!r}; use {OWNED[flag]}"
+            )
+    return config
+
+
+# -- a run's folder -------------------------------------------------------------------------------
+def version_dirs(run_dir: Path) -> list[Path]:
+    """``lightning_logs/version_N`` folders of a run, oldest first (every attempt adds one)."""
+    found = [p for p in (run_dir / "lightning_logs").glob("version_*") if p.name.split("_")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[-1]))
+
+
+def newest_checkpoint(run_dir: Path) -> Optional[tuple[int, Path]]:
+    """The latest round checkpoint of any attempt: the highest round, the newest attempt first.
+
+    Every version folder is searched, not only the newest: an attempt killed before its first
+    round leaves a version folder without checkpoints, and the progress before it must not be
+    lost. A truncated file (a kill while it was written) is not a zip archive and is passed over.
+    """
+    best: Optional[tuple[int, int, Path]] = None
+    for order, version in enumerate(version_dirs(run_dir)):
+        for path in (version / "checkpoints").glob("round-*.ckpt"):
+            match = _CHECKPOINT.fullmatch(path.name)
+            if match and zipfile.is_zipfile(path) and (best is None or (int(match[1]), order) > best[:2]):
+                best = (int(match[1]), order, path)
+    return None if best is None else (best[0], best[2])
+
+
+def read_rounds(log_dir: Path) -> list[dict[str, str]]:
+    """``rounds.csv`` of a version folder, [] when there is none yet."""
+    try:
+        with open(log_dir / "rounds.csv", newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def read_marker(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The finished marker if it is believable: exit code 0 and its log_dir still has ``rounds.csv``."""
+    try:
+        marker = json.loads((run_dir / MARKER).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("returncode") != 0 or not marker.get("log_dir"):
+        return None
+    return marker if read_rounds(Path(marker["log_dir"])) else None
+
+
+def write_marker(run_dir: Path, marker: dict[str, Any]) -> None:
+    """Atomically: a sweep killed while writing leaves no half marker that reads as finished."""
+    tmp = run_dir / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2) + "\n")
+    os.replace(tmp, run_dir / MARKER)
+
+
+def summary(log_dir: Optional[Path]) -> str:
+    """The run's last round in a few words, from its ``rounds.csv``."""
+    rows = read_rounds(log_dir) if log_dir else []
+    if not rows:
+        return "no rounds.csv"
+    last = rows[-1]
+    return f"round {last['round']}, {last['num_labeled']} labels, test top-1 {float(last['test_acc_top1']):.4f}"
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log, indented, for a failure report."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        text = ["(no log)"]
+    return "\n".join("    " + line for line in text)
+
+
+def execute(command: list[str], log_path: Path) -> int:
+    """Run ``command`` with its stdout and stderr streamed into ``log_path``; its exit code.
+
+    The log is appended to, under a header per attempt, so an interrupted attempt's output stays.
+    On Ctrl-C the run gets SIGINT too (Lightning shuts down and exits 1) and is waited for, then killed.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"=== {datetime.now().isoformat(timespec='seconds')}: {shlex.join(command)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        try:
+            return proc.wait()
+        except BaseException:
+            # Ctrl-C in a terminal reached the run as well; a signal sent to the sweep alone did not.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+            raise
+
+
+def completed_earlier(run_dir: Path, rounds: int) -> Optional[Path]:
+    """The version folder of a run whose last round is done although it has no marker.
+
+    A sweep killed between a run's exit and its marker leaves the final round's checkpoint and a
+    complete ``rounds.csv``; resuming from that checkpoint would train nothing and write no records.
+    """
+    found = newest_checkpoint(run_dir)
+    if found is None or found[0] < rounds:
+        return None
+    log_dir = found[1].parent.parent
+    rows = read_rounds(log_dir)
+    return log_dir if rows and int(rows[-1]["round"]) == found[0] else None
+
+
+def run_one(run: Run, entry: list[str], args: list[str], rounds: int) -> tuple[bool, str]:
+    """Skip, recover, resume or start one run; whether it finished, and its progress text."""
+    marker = read_marker(run.dir)
+    if marker is not None:
+        note = "" if marker.get("args") == args else " (with other arguments, see its finished.json)"
+        return (
+            True,
+            f"skipped: finished earlier{note} in {marker.get('seconds', 0):.1f}s; {summary(Path(marker['log_dir']))}",
+        )
+    log_dir = completed_earlier(run.dir, rounds)
+    if log_dir is not None:
+        write_marker(
+            run.dir,
+            {
+                "command": [*entry, *args],
+                "args": args,
+                "returncode": 0,
+                "seconds": 0.0,
+                "log_dir": str(log_dir),
+                "recovered": True,
+            },
+        )
+        return True, f"skipped: all rounds were done (marker written now); {summary(log_dir)}"
+    found = newest_checkpoint(run.dir)
+    how = "started" if found is None else f"resumed from round-{found[0]:02d}"
+    command = [*entry, *args] + ([] if found is None else [f"--ckpt_path={found[1]}"])
+    started = time.perf_counter()
+    code = execute(command, run.dir / RUN_LOG)
+    seconds = time.perf_counter() - started
+    versions = version_dirs(run.dir)
+    log_dir = versions[-1] if versions else None
+    if code == 0 and log_dir is not None and read_rounds(log_dir):
+        write_marker(
+            run.dir,
+            {
+                "command": command,
+                "args": args,
+                "returncode": 0,
+                "seconds": round(seconds, 3),
+                "log_dir": str(log_dir),
+                "resumed_from": None if found is None else str(found[1]),
+                "finished_at": datetime.now().isoformat(timespec="seconds"),
+            },
+        )
+        return True, f"{how}, finished in {seconds:.1f}s; {summary(log_dir)}"
+    why = f"exit code {code}" if code != 0 else "exit code 0 but no rounds.csv"
+    return (
+        False,
+        f"{how}, FAILED ({why}) after {seconds:.1f}s; last lines of {run.dir / RUN_LOG}:\n{tail(run.dir / RUN_LOG)}",
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point: check everything, then print the commands or run the grid (exit 1 if a run failed)."""
+    options, overrides = parse_args(argv)
+    try:
+        check_overrides(overrides)
+        seeds = parse_seeds(options.seeds)
+        out = Path(os.path.abspath(options.out))
+        if out.exists() and not out.is_dir():
+            raise ConfigurationError(f"--out {options.out} is a file, not a folder")
+        config = resolve_config(options.config)
+        strategies = parse_strategies(options.strategies)
+        runs = [Run(s, k, out / f"{s}-seed{k}") for s in strategies for k in seeds]
+        settings = validate(run_args(config, runs[0], overrides), runs[0])
+    except ConfigurationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    entry = entry_command()
+    if options.print_only:
+        for run in runs:
+            print(shlex.join([*entry, *run_args(config, run, overrides)]))
+        return
+    rounds = int(settings["al"]["rounds"])
+    print(f"[sweep] {len(runs)} runs in {out}, each logging to <run>/{RUN_LOG}", flush=True)
+    failed = []
+    for i, run in enumerate(runs, 1):
+        try:
+            ok, text = run_one(run, entry, run_args(config, run, overrides), rounds)
+        except KeyboardInterrupt:
+            print(f"\n[sweep] interrupted during {run.name}; run the same command again to resume", file=sys.stderr)
+            sys.exit(130)
+        print(f"[sweep] {i}/{len(runs)} {run.name}: {text}", flush=True)
+        if not ok:
+            failed.append(run.name)
+    if failed:
+        print(
+            f"error: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)} (see <run>/{RUN_LOG} in {out})",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print(f"[sweep] all {len(runs)} runs finished", flush=True)
+
+
+if __name__ == "__main__":
+    main()
