@@ -1,0 +1,42 @@
+"""Reports over finished runs: loading (:mod:`.runs`), grouping and alignment (:mod:`.groups`), figures (:mod:`.figures`), markdown (:mod:`.summary`).
+
+The command line is ``python -m al_lightning.report RUN_DIR... --out DIR`` (:mod:`al_lightning.report`).
+"""
+
+from al_lightning.reports.figures import class_counts_figure, draw_metric, metric_figure, write_figures
+from al_lightning.reports.groups import (
+    IGNORED_KEYS,
+    Group,
+    Interval,
+    Reach,
+    StrategyCurves,
+    align,
+    group_runs,
+    labels_to_reach_random,
+    t_interval,
+)
+from al_lightning.reports.runs import METRICS, ReportError, ReportWarning, Run, load_run, load_runs
+from al_lightning.reports.summary import summary_markdown
+
+__all__ = [
+    "IGNORED_KEYS",
+    "METRICS",
+    "Group",
+    "Interval",
+    "Reach",
+    "ReportError",
+    "ReportWarning",
+    "Run",
+    "StrategyCurves",
+    "align",
+    "class_counts_figure",
+    "draw_metric",
+    "group_runs",
+    "labels_to_reach_random",
+    "load_run",
+    "load_runs",
+    "metric_figure",
+    "summary_markdown",
+    "t_interval",
+    "write_figures",
+]
