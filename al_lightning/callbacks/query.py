@@ -94,7 +94,8 @@ class QueryCallback(pl.Callback):
         if min_epochs < 0:
             raise ConfigurationError(f"min_epochs must be >= 0, got {min_epochs}")
         self.strategy_name = strategy
-        self.strategy = build(strategy, **(strategy_args or {}))
+        self.strategy_args = dict(strategy_args or {})
+        self.strategy = build(strategy, **self.strategy_args)
         self.rounds = rounds
         self.max_epochs = max_epochs
         self.min_epochs = min_epochs
@@ -154,6 +155,7 @@ class QueryCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = self._datamodule(trainer)
+        self.records.prepare_loggers(trainer)  # before Lightning logs the hyperparameters
         if self.finished:
             trainer.should_stop = True
             return
@@ -245,6 +247,7 @@ class QueryCallback(pl.Callback):
                 rank_zero_info("The pool is exhausted: ending the experiment early.")
             self.finished = True
             trainer.should_stop = True
+            self.records.finish(trainer, self.settings(), datamodule, pl_module)  # TensorBoard's HParams session
         else:
             self.round += 1
             self._run_query(trainer, pl_module, datamodule, round=self.round)
@@ -253,6 +256,25 @@ class QueryCallback(pl.Callback):
             trainer.save_checkpoint(Path(trainer.log_dir) / "checkpoints" / f"round-{finished_round:02d}.ckpt", weights_only=False)
         if not last:
             self._start_round(trainer, pl_module)
+
+    def settings(self) -> dict[str, Any]:
+        """The experiment's ``--al.*`` settings, for TensorBoard's HParams tab."""
+        return {
+            "strategy": self.strategy_name,
+            "strategy_args": self.strategy_args,
+            "budget": self.query.budget,
+            "rounds": self.rounds,
+            "max_epochs": self.max_epochs,
+            "min_epochs": self.min_epochs,
+            "patience": self.early_stopping.patience,
+            "tie_improves": self.early_stopping.tie_improves,
+            "monitor": self.monitor,
+            "mode": self.early_stopping.mode,
+            "seed": self.seed,
+            "pool_subset": self.query.pool_subset,
+            "labeled_subset": self.query.labeled_subset,
+            "pairwise_subset": self.query.pairwise_subset,
+        }
 
     def _run_query(self, trainer: pl.Trainer, pl_module: ActiveClassifier, datamodule: ActiveDataModule, round: int) -> None:
         result = self.query.run(trainer, pl_module, datamodule, round=round)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
+from al_lightning.callbacks.figures import sorted_class_counts_figure
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.metrics import class_entropy, imbalance_ratio, write_csv
 
@@ -30,18 +33,36 @@ ROUND_COLUMNS = (
     "train_seconds",
 )
 
+#: TensorBoard image tag of each round's labeled class counts, sorted from least to most labeled.
+SORTED_CLASSES_TAG = "al/labeled_classes_sorted"
+
+#: The experiment's results in TensorBoard's HParams tab (also scalars at the last round's step):
+#: the last round's values and the mean test top-1 over rounds (area under the learning curve).
+FINAL_METRICS = {
+    "al/final_test_acc_top1": "test_acc_top1",
+    "al/final_test_acc_top5": "test_acc_top5",
+    "al/final_num_labeled": "num_labeled",
+    "al/final_imbalance_ratio": "imbalance_ratio",
+    "al/final_class_entropy": "class_entropy",
+}
+MEAN_TOP1_METRIC = "al/mean_test_acc_top1"
+
 
 class RoundRecords:
     """One row per finished round, kept in checkpoints and written after every round.
 
     Files go to ``trainer.log_dir`` (rank 0 writes them, atomically); the scalars go to every
     logger with the number of labels as the step, and TensorBoard also gets the labeled
-    set's class histogram (``al/labeled_classes``).
+    set's class histogram (``al/labeled_classes``) and the same counts as a figure, sorted
+    from least to most labeled class (:data:`SORTED_CLASSES_TAG`). When the experiment ends,
+    :meth:`finish` writes TensorBoard's HParams session: the run's settings with
+    :data:`FINAL_METRICS` and :data:`MEAN_TOP1_METRIC`.
     """
 
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []
         self.class_history: list[dict[str, Any]] = []
+        self.hparams_logged = False  # saved in checkpoints: a resumed finished run does not log them again
 
     def add_round(self, trainer: pl.Trainer, datamodule: ActiveDataModule, round: int, **values: Any) -> dict[str, Any]:
         """Record round ``round`` (``values``: test accuracy, epochs, timings, ...) and write the files."""
@@ -59,13 +80,53 @@ class RoundRecords:
         self.class_history.append({"round": round, "num_labeled": pool.num_labeled, **dict(zip(datamodule.class_names, counts.tolist()))})
         rank_zero_info(f"[al] round {round}: {_summary(row)}")
         self.write(trainer, datamodule)
+        figure = None
         for logger in trainer.loggers:
             logger.log_metrics({f"al/{k}": float(v) for k, v in row.items() if k != "round" and v is not None}, step=row["num_labeled"])
             if isinstance(logger, pl.loggers.TensorBoardLogger) and counts.sum() > 0:
                 class_edges = np.arange(datamodule.num_classes + 1) - 0.5
                 labels = pool.labels[pool.labeled_mask].numpy()
                 logger.experiment.add_histogram("al/labeled_classes", labels, global_step=row["num_labeled"], bins=class_edges)
+                # Other ranks' loggers write nothing (a dummy experiment): they draw nothing either.
+                if trainer.is_global_zero:
+                    if figure is None:
+                        title = f"round {round}: {row['num_labeled']} labels"
+                        figure = sorted_class_counts_figure(counts.tolist(), datamodule.class_names, title)
+                    logger.experiment.add_figure(SORTED_CLASSES_TAG, figure, global_step=row["num_labeled"], close=True)
         return row
+
+    def prepare_loggers(self, trainer: pl.Trainer) -> None:
+        """Before Lightning logs the hyperparameters at fit start: no placeholder ``hp_metric`` session.
+
+        TensorBoard shows the first HParams session of a run folder, and a TensorBoardLogger
+        with ``default_hp_metric=True`` (the Trainer's default logger, or one configured so)
+        would write one at fit start with ``hp_metric = -1`` as its only metric; the real one
+        comes from :meth:`finish`. The hyperparameters still reach ``hparams.yaml``.
+        """
+        for logger in trainer.loggers:
+            if isinstance(logger, pl.loggers.TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
+                logger._default_hp_metric = False
+
+    def finish(self, trainer: pl.Trainer, settings: Mapping[str, Any], datamodule: ActiveDataModule, module: pl.LightningModule) -> None:
+        """The experiment is over: its HParams session to every TensorBoardLogger, once per experiment.
+
+        Hyperparameters: ``settings`` (the query callback's) with the datamodule's and the
+        module's hyperparameters (:func:`run_hparams`); metrics: :func:`final_metrics` of the
+        rounds, also logged as scalars at the last round's number of labels.
+        """
+        if self.hparams_logged or not self.history:
+            return
+        self.hparams_logged = True
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, pl.loggers.TensorBoardLogger)]
+        if not loggers or not trainer.is_global_zero:
+            return
+        data_hparams = dict(datamodule.hparams)
+        if getattr(datamodule, "seed", None) is not None:
+            data_hparams["seed"] = datamodule.seed  # resolved (``None`` in the hparams means seed_everything's seed)
+        params = run_hparams(settings, data=data_hparams, model=dict(module.hparams))
+        metrics = final_metrics(self.history)
+        for logger in loggers:
+            logger.log_hyperparams(params, metrics, step=self.history[-1]["num_labeled"])
 
     def write(self, trainer: pl.Trainer, datamodule: ActiveDataModule) -> None:
         """Rewrite ``pool.csv`` and, once a round has finished, ``rounds.csv`` and ``class_counts.csv``."""
@@ -79,11 +140,65 @@ class RoundRecords:
             write_csv(directory / "class_counts.csv", self.class_history, ["round", "num_labeled", *datamodule.class_names])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "class_history": self.class_history}
+        return {"history": self.history, "class_history": self.class_history, "hparams_logged": self.hparams_logged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
         self.class_history = list(state["class_history"])
+        self.hparams_logged = bool(state.get("hparams_logged", False))  # checkpoints from before the HParams session
+
+
+def final_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The experiment's results: :data:`FINAL_METRICS` from the last round (those it has) and
+    :data:`MEAN_TOP1_METRIC`, the mean test top-1 over the rounds that have one."""
+    last = history[-1]
+    metrics = {name: float(last[column]) for name, column in FINAL_METRICS.items() if last.get(column) is not None}
+    top1 = [row["test_acc_top1"] for row in history if row.get("test_acc_top1") is not None]
+    if top1:
+        metrics[MEAN_TOP1_METRIC] = float(np.mean(top1))
+    return metrics
+
+
+def run_hparams(settings: Mapping[str, Any], **namespaces: Mapping[str, Any]) -> dict[str, Any]:
+    """One flat dict of TensorBoard-ready values: int, float and str; ``None``, bools and
+    non-finite floats as their strings (``"None"``, ``"True"``, ``"inf"``), anything else as ``str``.
+
+    ``settings`` keep their names; the ``namespaces`` (``data=...``, ``model=...``) add
+    theirs, except private ones (``_class_path``), and a name already taken with another value
+    is spelled ``namespace.name``. Nested dicts are flattened as ``outer/inner``.
+    """
+    params: dict[str, Any] = {}
+
+    def add(name: str, value: Any, namespace: Optional[str]) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                add(f"{name}/{key}", inner, namespace)
+            return
+        value = _tensorboard_value(value)
+        if name in params and params[name] != value:
+            name = f"{namespace}.{name}"
+        params.setdefault(name, value)
+
+    for name, value in settings.items():
+        add(name, value, None)
+    for namespace, values in namespaces.items():
+        for name, value in values.items():
+            if not name.startswith("_"):
+                add(name, value, namespace)
+    return params
+
+
+def _tensorboard_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool):
+        # Strings: torch's hparams summary would store a bool as the number 1.0 or 0.0.
+        return str(value)
+    if isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return str(value)
 
 
 def _summary(row: dict[str, Any]) -> str:
