@@ -43,6 +43,10 @@ def group_caption(group: Group) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.differing.items())
 
 
+#: Metrics that lie in [0, 1]: their bands are clipped to it.
+BOUNDED_METRICS = ("test_acc_top1", "test_acc_top5")
+
+
 def draw_metric(ax: Axes, group: Group, metric: str, confidence: float = 0.95) -> list[str]:
     """Mean over seeds of ``metric`` against labels per strategy, with its t interval as a band.
 
@@ -62,7 +66,10 @@ def draw_metric(ax: Axes, group: Group, metric: str, confidence: float = 0.95) -
         mean = np.where(np.isfinite(mean), mean, np.nan)
         ax.plot(x, mean, marker="o", markersize=3, color=colors[strategy], label=f"{strategy} (n={len(curves.runs)})")
         if np.isfinite(half).any():
-            ax.fill_between(x, mean - half, mean + half, color=colors[strategy], alpha=0.2, linewidth=0)
+            lower, upper = mean - half, mean + half
+            if metric in BOUNDED_METRICS:  # an accuracy's interval says nothing beyond [0, 1]
+                lower, upper = np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
+            ax.fill_between(x, lower, upper, color=colors[strategy], alpha=0.2, linewidth=0)
     ax.set_xlabel("labeled examples")
     ax.set_ylabel(METRICS.get(metric, metric))
     ax.grid(alpha=0.3)
