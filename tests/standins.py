@@ -59,3 +59,16 @@ def write_features(path: Path, **overrides) -> Path:
     content.update(overrides)
     torch.save({k: v for k, v in content.items() if v is not None}, path)
     return path
+
+
+def write_random_features(path: Path, train: int, test: int, num_classes: int, dim: int = 4) -> Path:
+    """A features file of seeded random embeddings, labels cycling through ``num_classes``."""
+    generator = torch.Generator().manual_seed(0)
+    return write_features(
+        path,
+        train_features=torch.randn(train, dim, generator=generator),
+        train_targets=torch.arange(train) % num_classes,
+        test_features=torch.randn(test, dim, generator=generator),
+        test_targets=torch.arange(test) % num_classes,
+        class_names=None,
+    )

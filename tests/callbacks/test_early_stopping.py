@@ -67,19 +67,10 @@ def _constant_score_rounds(tmp_path, **al):
     from al_lightning.callbacks import QueryCallback
     from al_lightning.data import ActiveDataModule
     from al_lightning.models import ActiveClassifier
+    from tests.standins import write_random_features
 
     tmp_path.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    path = tmp_path / "features.pt"
-    torch.save(
-        {
-            "train_features": torch.randn(200, 4, generator=generator),
-            "train_targets": torch.arange(200) % 10,
-            "test_features": torch.randn(50, 4, generator=generator),
-            "test_targets": torch.arange(50) % 10,
-        },
-        path,
-    )
+    path = write_random_features(tmp_path / "features.pt", train=200, test=50, num_classes=10)
     datamodule = ActiveDataModule(dataset="features", path=str(path), initial_pool_size=20, batch_size=8, seed=0)
     model = ActiveClassifier(num_classes=10, backbone="identity", input_dim=4, lr=0.0)
     callback = QueryCallback(**{"strategy": "random", "budget": 10, "rounds": 1, "max_epochs": 6, "patience": 1, "seed": 0, "save_round_checkpoints": False, **al})

@@ -12,6 +12,7 @@ from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
 from al_lightning.strategies import PoolOutputs, Strategy
 from tests.conftest import read_csv
+from tests.standins import write_random_features
 
 
 def fit(tmp_path, datamodule: ActiveDataModule, model: ActiveClassifier, **al) -> QueryCallback:
@@ -41,17 +42,7 @@ def test_a_pool_subset_smaller_than_the_budget_says_so(tmp_path):
 
 
 def test_top5_is_left_empty_with_five_classes_or_fewer(tmp_path):
-    generator = torch.Generator().manual_seed(0)
-    features = tmp_path / "features.pt"
-    torch.save(
-        {
-            "train_features": torch.randn(60, 4, generator=generator),
-            "train_targets": torch.arange(60) % 3,
-            "test_features": torch.randn(30, 4, generator=generator),
-            "test_targets": torch.arange(30) % 3,
-        },
-        features,
-    )
+    features = write_random_features(tmp_path / "features.pt", train=60, test=30, num_classes=3)
     datamodule = ActiveDataModule(dataset="features", path=str(features), initial_pool_size=9, batch_size=8, seed=0)
     model = ActiveClassifier(num_classes=3, backbone="identity", input_dim=4, lr=0.1)
     callback = fit(tmp_path, datamodule, model, budget=6)
