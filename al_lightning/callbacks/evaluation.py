@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.models.classifier import ActiveClassifier
@@ -15,9 +17,13 @@ from al_lightning.models.classifier import ActiveClassifier
 def evaluate_test(trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule) -> dict[str, Optional[float]]:
     """``{"test_acc_top1": ..., "test_acc_top5": ...}`` on the test split, in eval mode.
 
-    Top-5 is ``None`` with five classes or fewer (it would always be 1.0). The trunk runs in
-    the trainer's precision, the head in float32, as in pool scoring.
+    Top-5 is ``None`` with five classes or fewer (it would always be 1.0). Both are ``None``
+    without a test split (the run's records leave them empty). The trunk runs in the trainer's
+    precision, the head in float32, as in pool scoring.
     """
+    if not datamodule.has_test_split:
+        _say_no_test_split()
+        return {"test_acc_top1": None, "test_acc_top5": None}
     was_training = module.training
     module.eval()
     metrics = module.test_metrics
@@ -36,3 +42,9 @@ def evaluate_test(trainer: pl.Trainer, module: ActiveClassifier, datamodule: Act
         metrics.reset()
         module.train(was_training)
     return {"test_acc_top1": results["acc_top1"], "test_acc_top5": results.get("acc_top5")}
+
+
+@cache
+def _say_no_test_split() -> None:
+    """Said once per process, not every round."""
+    rank_zero_info("[al] test accuracy is not measured: the dataset has no test split (give one with --data.test_path=DIR)")

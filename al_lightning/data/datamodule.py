@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 
 from al_lightning.data.datasets import BatchView, SubsetView, collate_skipping_none
-from al_lightning.data.oracle import SimulatedOracle
+from al_lightning.data.images import ImageFileDataset
 from al_lightning.data.pool import ActivePool
 from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
 from al_lightning.data.sources import DatasetSplits, build_source
@@ -31,8 +33,15 @@ class ActiveDataModule(pl.LightningDataModule):
     class-balanced and labeled by the oracle as round 0. The pool's state is saved in
     Lightning checkpoints, so ``--ckpt_path`` resumes with the same labels.
 
+    Partially labeled data (``image_pool``: some training targets are ``-1``, unknown) starts
+    from the labels it has instead: the validation split is drawn from the known items only
+    (none when the source has a validation split of its own, ``--data.val_path``), the other
+    known items are round 0, and ``initial_pool_size`` is not used. With no known label at
+    all, nothing is labeled at set-up and the query callback picks round 0.
+
     Args:
-        dataset: source name: ``digits`` (bundled, the default), ``image_folder``, ``fake``.
+        dataset: source name: ``digits`` (bundled, the default), ``image_folder``,
+            ``image_pool`` (a folder of unlabeled images), ``fake``, ...
         path: dataset root or file, for sources that read one.
         image_size: side of the model's input images (default: the source's own).
         val_fraction: share of each class of the training set held out for early stopping.
@@ -56,9 +65,17 @@ class ActiveDataModule(pl.LightningDataModule):
         split_dir: folder of ImageNet-LT's split files (default: ``path``).
         skip_corrupt: leave out unreadable images (each named in a warning) instead of
             stopping at the first one (image-file sources).
+        labels: ``image_pool``: CSV file ``path,label`` of the images already labeled
+            (path relative to ``path``, label a class name).
+        classes: ``image_pool``: the class names (default: those in ``labels``).
+        test_path: ``image_pool``: folder of class folders with test images (default: no
+            test split; test accuracy is not measured).
+        val_path: ``image_pool``: folder of class folders with validation images, used
+            instead of holding out part of ``labels``.
 
-    Source options (``download``, ``imbalance_ratio``, ``split_dir``, ``skip_corrupt``) are
-    passed only when set (a flag only when true), and one the chosen dataset does not take is an error.
+    Source options (``download``, ``imbalance_ratio``, ``split_dir``, ``skip_corrupt``,
+    ``labels``, ``classes``, ``test_path``, ``val_path``) are passed only when set (a flag
+    only when true), and one the chosen dataset does not take is an error.
     """
 
     def __init__(
@@ -78,12 +95,25 @@ class ActiveDataModule(pl.LightningDataModule):
         imbalance_ratio: Optional[float] = None,
         split_dir: Optional[str] = None,
         skip_corrupt: Optional[bool] = None,
+        labels: Optional[str] = None,
+        classes: Optional[list[str]] = None,
+        test_path: Optional[str] = None,
+        val_path: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if initial_pool_size < 0:
             raise ConfigurationError(f"initial_pool_size must be >= 0, got {initial_pool_size}")
-        options = {"download": download, "imbalance_ratio": imbalance_ratio, "split_dir": split_dir, "skip_corrupt": skip_corrupt}
+        options = {
+            "download": download,
+            "imbalance_ratio": imbalance_ratio,
+            "split_dir": split_dir,
+            "skip_corrupt": skip_corrupt,
+            "labels": labels,
+            "classes": classes,
+            "test_path": test_path,
+            "val_path": val_path,
+        }
         given = {k: v for k, v in options.items() if v is not None and v is not False}  # a flag left off is not given
         self.source = build_source(dataset, path=path, image_size=image_size, **given)
         self.download = bool(download)
@@ -97,7 +127,6 @@ class ActiveDataModule(pl.LightningDataModule):
         self.seed = resolve_seed(seed)
         self.splits: Optional[DatasetSplits] = None
         self.pool: Optional[ActivePool] = None
-        self.oracle: Optional[SimulatedOracle] = None
         self._pending_state: Optional[dict[str, Any]] = None
 
     # -- facts the model and callback need --------------------------------------------
@@ -118,8 +147,29 @@ class ActiveDataModule(pl.LightningDataModule):
 
     @property
     def train_targets(self) -> Tensor:
+        """(N,) the dataset's own labels of the training items; ``-1`` where it has none."""
         assert self.splits is not None, "call setup() first"
         return self.splits.train_targets
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether there is a test split to measure accuracy on (``image_pool`` needs ``--data.test_path``)."""
+        assert self.splits is not None, "call setup() first"
+        return self.splits.test is not None
+
+    def item_ids(self, indices: Tensor) -> list[str]:
+        """The id of each training item: its path relative to the dataset root for image files, else its index."""
+        dataset = self.splits.train
+        if isinstance(dataset, ImageFileDataset):
+            return [os.fsdecode(dataset.files[i]) for i in indices.tolist()]
+        return [str(i) for i in indices.tolist()]
+
+    def item_files(self, indices: Tensor) -> list[Optional[str]]:
+        """The absolute path of each training item's image file (None for items not read from a file)."""
+        dataset = self.splits.train
+        if isinstance(dataset, ImageFileDataset):
+            return [os.path.abspath(dataset.path(i)) for i in indices.tolist()]
+        return [None] * indices.numel()
 
     # -- set-up -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -131,18 +181,36 @@ class ActiveDataModule(pl.LightningDataModule):
         if self.splits is not None:
             return
         self.splits = self.source.load()
-        self.oracle = SimulatedOracle(self.splits.train_targets)
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, "split"))
-        if self.val_per_class is None:
-            holdout = stratified_split(self.splits.train_targets, self.val_fraction, generator)
-        else:
-            holdout = per_class_split(self.splits.train_targets, self.val_per_class, generator)
-        self.pool = ActivePool(len(self.splits.train_targets), holdout=holdout)
+        self.pool = ActivePool(len(self.train_targets), holdout=self._draw_holdout())
         if self._pending_state is not None:
             self.pool.load_state_dict(self._pending_state["pool"])
             self._pending_state = None
+        elif bool((self.train_targets < 0).any()):
+            self._label_known_items()
         elif self.initial_pool_size > 0:
             self.label(self._draw_initial_pool(), round=0)
+
+    def _draw_holdout(self) -> Tensor:
+        """The validation split: a class-stratified draw from the items with known labels (none with ``splits.val``)."""
+        if self.splits.val is not None:
+            return torch.empty(0, dtype=torch.long)
+        known = (self.train_targets >= 0).nonzero().squeeze(1)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "split"))
+        if self.val_per_class is None:
+            return known[stratified_split(self.train_targets[known], self.val_fraction, generator)]
+        return known[per_class_split(self.train_targets[known], self.val_per_class, generator)]
+
+    def _label_known_items(self) -> None:
+        """Partially labeled data: the labels it has (minus the validation split) are round 0."""
+        seed = self.pool.unlabeled_indices()
+        seed = seed[self.train_targets[seed] >= 0]
+        if seed.numel():
+            self.label(seed, round=0)
+        unused = f"; --data.initial_pool_size={self.initial_pool_size} is not used" if self.initial_pool_size else ""
+        rank_zero_info(
+            f"[data] {seed.numel()} of {len(self.train_targets)} training items have labels and are round 0 "
+            f"({self.pool.holdout_indices().numel()} more held out for validation){unused}"
+        )
 
     def _draw_initial_pool(self) -> Tensor:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "initial_pool"))
@@ -151,10 +219,22 @@ class ActiveDataModule(pl.LightningDataModule):
             return balanced_subset(candidates, self.train_targets, self.initial_pool_size, self.num_classes, generator)
         return random_subset(candidates, self.initial_pool_size, generator)
 
-    def label(self, indices: Tensor, round: int) -> Tensor:
-        """Ask the oracle for the labels of ``indices`` and record them in the pool as ``round``."""
-        labels = self.oracle.label(indices)
-        self.pool.label(indices, labels, round)
+    def label(self, indices: Tensor, round: int, labels: Optional[Tensor] = None) -> Tensor:
+        """Record ``labels`` of ``indices`` in the pool as ``round``, and return them.
+
+        ``labels``: a (human) oracle's answers, aligned with ``indices``. ``None``: the
+        dataset's own targets (the simulated oracle), refused if any of them is unknown.
+        """
+        indices = indices.cpu()
+        if labels is None:
+            labels = self.train_targets[indices]
+            unknown = int((labels < 0).sum())
+            if unknown:
+                raise ConfigurationError(
+                    f"dataset '{self.source.name}' has no label for {unknown} of the queried items: "
+                    "use a human oracle (--al.oracle=file or labelstudio)"
+                )
+        self.pool.label(indices, labels.cpu(), round)
         return labels
 
     # -- loaders ------------------------------------------------------------------------
@@ -208,15 +288,21 @@ class ActiveDataModule(pl.LightningDataModule):
             )
 
     def val_dataloader(self) -> DataLoader:
-        """This rank's share of the held-out validation split (true labels), eval transforms.
+        """This rank's share of the validation split (true labels), eval transforms: the source's
+        own (``splits.val``) if it has one, else the held-out part of the training set.
 
         Sharded without repeats, so the synced validation accuracy is the same on any number of ranks.
         """
-        view = SubsetView(self.splits.train, self.pool.holdout_indices(), self.splits.eval_transform)
+        if self.splits.val is not None:
+            view = SubsetView(self.splits.val, torch.arange(len(self.splits.val)), self.splits.eval_transform)
+        else:
+            view = SubsetView(self.splits.train, self.pool.holdout_indices(), self.splits.eval_transform)
         return self._eval_loader(view, sharded=True)
 
     def test_dataloader(self, sharded: bool = False) -> DataLoader:
-        """The test split, eval transforms. ``sharded``: only this rank's share."""
+        """The test split, eval transforms. ``sharded``: only this rank's share. Only with :attr:`has_test_split`."""
+        if not self.has_test_split:
+            raise ConfigurationError(f"dataset '{self.source.name}' has no test split; give one with --data.test_path=DIR")
         view = SubsetView(self.splits.test, torch.arange(len(self.splits.test)), self.splits.eval_transform)
         return self._eval_loader(view, sharded)
 
@@ -243,9 +329,10 @@ class ActiveDataModule(pl.LightningDataModule):
 
     # -- files and checkpoints ------------------------------------------------------------
     def save_pool_csv(self, log_dir: str | Path) -> Path:
-        """Rewrite ``pool.csv`` (``index,round``) in ``log_dir`` atomically."""
+        """Rewrite ``pool.csv`` (``index,round,path,label``: path = the item's id, label = its
+        class name) in ``log_dir`` atomically; it serves as an ``image_pool`` labels file."""
         path = Path(log_dir) / "pool.csv"
-        self.pool.save_csv(path)
+        self.pool.save_csv(path, item_ids=self.item_ids, class_names=self.class_names)
         return path
 
     def state_dict(self) -> dict[str, Any]:

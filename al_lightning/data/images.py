@@ -1,6 +1,6 @@
 """Reading image files: one function opens them all, so a bad file is reported with its path.
 
-Sources built on image files (``image_folder``, ``imagenet``, ``imagenet_lt``) serve an
+Sources built on image files (``image_folder``, ``image_pool``, ``imagenet``, ``imagenet_lt``) serve an
 :class:`ImageFileDataset`, which reads through :func:`load_image`. A corrupt or unreadable
 file stops the run with a :class:`CorruptImageError` naming it, unless the user asked to skip
 such files (``--data.skip_corrupt=true``): then the item is ``None``, a warning names the file,
@@ -46,6 +46,25 @@ class CorruptImageError(ConfigurationError):
 def is_image_file(name: str) -> bool:
     """Whether ``name`` has one of torchvision's image extensions (any case), as ImageFolder decides."""
     return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def image_files(folder: str | os.PathLike, prefix: str = "") -> list[str]:
+    """Image files under ``folder``, at any depth, as POSIX paths ``prefix/<name>`` (``<name>``
+    without a prefix): one ``os.scandir`` pass per folder, file names sorted, then sub-folders in
+    sorted order (ImageFolder's order for flat folders).
+
+    ``DirEntry.is_file`` answers from the directory listing on most file systems, so no file is
+    stat'ed one by one (ImageNet: 1,000 listings, not 1.28M stats). Hidden entries are left out:
+    macOS's ``._name.jpg`` companions carry an image extension but are not images.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    named = [(e, f"{prefix}/{e.name}" if prefix else e.name) for e in entries]
+    files = [name for e, name in named if is_image_file(e.name) and e.is_file()]
+    for sub, name in named:
+        if sub.is_dir():
+            files += image_files(sub.path, name)
+    return files
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -120,18 +120,40 @@ class ActivePool:
         self.labels = state["labels"].to(torch.int64).clone()
         self.holdout = state["holdout"].to(torch.bool).clone()
 
-    def to_csv(self) -> str:
-        """``index,round`` rows, one per labeled index, in labeling order."""
+    def to_csv(
+        self,
+        item_ids: Optional[Callable[[Tensor], Sequence[str]]] = None,
+        class_names: Optional[Sequence[str]] = None,
+    ) -> str:
+        """``index,round`` rows, one per labeled index, in labeling order.
+
+        With ``item_ids`` (indices → the items' ids, e.g. image paths, from the data) a
+        ``path`` column follows, and with ``class_names`` a ``label`` column of class names:
+        the rows then serve as a labels file (``path,label``). The ids come through a function
+        so that only the labeled items are looked up and the pool stays free of data loading.
+        """
+        indices = self.labeled_indices()
+        header, columns = ["index", "round"], [indices.tolist(), self.rounds[indices].tolist()]
+        if item_ids is not None:
+            header.append("path")
+            columns.append(list(item_ids(indices)))
+        if class_names is not None:
+            header.append("label")
+            columns.append([class_names[c] for c in self.labels[indices].tolist()])
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["index", "round"])
-        indices = self.labeled_indices()
-        writer.writerows(zip(indices.tolist(), self.rounds[indices].tolist()))
+        writer.writerow(header)
+        writer.writerows(zip(*columns))
         return buffer.getvalue()
 
-    def save_csv(self, path: str | Path) -> None:
+    def save_csv(
+        self,
+        path: str | Path,
+        item_ids: Optional[Callable[[Tensor], Sequence[str]]] = None,
+        class_names: Optional[Sequence[str]] = None,
+    ) -> None:
         """Write :meth:`to_csv` to ``path`` atomically (temporary file, then rename)."""
-        atomic_write_text(path, self.to_csv())
+        atomic_write_text(path, self.to_csv(item_ids, class_names))
 
     def _check_range(self, indices: Tensor, what: str) -> None:
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.size):

@@ -22,6 +22,7 @@ from al_lightning.data.sources import (  # noqa: E402,F401  isort: skip
     fake,
     features,
     image_folder,
+    image_pool,
     imagenet,
     imagenet_lt,
 )

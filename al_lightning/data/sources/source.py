@@ -21,20 +21,25 @@ class DatasetSplits:
     Attributes:
         train: the training set (pool + validation split); items are ``(image, target)``
             with no transform applied.
-        test: the test set, items as ``train``.
+        test: the test set, items as ``train``; None when there is none (a pool of the
+            user's own images without ``--data.test_path``): test accuracy is not measured.
         train_targets: (N,) labels of ``train``, read without loading images; the simulated
-            oracle reveals them.
+            oracle reveals them. ``-1`` marks an item whose label is not known (yet): a
+            human oracle must give it.
         class_names: one name per class.
         train_transform: augmentation for the labeled set.
         eval_transform: for validation, test and pool scoring.
+        val: a validation split of its own, items as ``train``; when given, the data module
+            holds nothing of ``train`` out for early stopping.
     """
 
     train: Dataset
-    test: Dataset
+    test: Optional[Dataset]
     train_targets: Tensor
     class_names: list[str]
     train_transform: Optional[Callable[[Any], Any]]
     eval_transform: Optional[Callable[[Any], Any]]
+    val: Optional[Dataset] = None
 
     @property
     def num_classes(self) -> int:
