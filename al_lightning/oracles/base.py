@@ -1,0 +1,160 @@
+"""The oracle contract: a query goes out, labels come back, checked against what was asked.
+
+An oracle answers "what are the labels of these points?". The simulated one answers at
+once from the dataset's labels; a human one (annotators with a spreadsheet, a Label Studio
+project) answers later: :meth:`Oracle.request` hands the query over, :meth:`Oracle.collect`
+returns the labels once they exist (``None`` while they do not), and the run pauses in between.
+Whatever the source of the answers, they pass through :func:`match_labels`, which refuses a
+bad answer as a whole and names every problem, so nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from al_lightning.errors import ConfigurationError
+
+
+@dataclass
+class Query:
+    """The points one round asks to have labeled, with what the model thinks of them.
+
+    Attributes:
+        round: the round these labels join.
+        indices: (b,) training-set indices, in selection order.
+        item_ids: one id per point: its path relative to the dataset root for image files,
+            else the index as text.
+        predicted: (b,) the model's predicted class.
+        confidence: (b,) the model's top softmax probability.
+        scores: (b,) the strategy's own score of each point (lower is asked first), or None
+            for strategies without a per-point score (random, coreset, BADGE, ...).
+        class_names: the classes, by id.
+        strategy: the strategy's name.
+        image_files: (b,) absolute path of each point's image file, where it has one.
+    """
+
+    round: int
+    indices: Tensor
+    item_ids: list[str]
+    predicted: Tensor
+    confidence: Tensor
+    scores: Optional[Tensor]
+    class_names: list[str]
+    strategy: str
+    image_files: list[Optional[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.indices.numel()
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One answer as read from a labels file or a labeling tool.
+
+    Attributes:
+        line: where it came from, for error messages (``"line 7"``, ``"task 12"``).
+        item: the item's id (relative path) or its index, as text.
+        label: a class name or a class id, as text.
+    """
+
+    line: str
+    item: str
+    label: str
+
+
+class LabelsError(ConfigurationError):
+    """Answers that cannot be applied; ``problems`` lists every one, with where it is."""
+
+    def __init__(self, source: str, problems: Sequence[str], fix: str) -> None:
+        self.source, self.problems = source, list(problems)
+        shown = self.problems[:20] + ([f"... and {len(self.problems) - 20} more"] if len(self.problems) > 20 else [])
+        lines = "\n".join(f"  {p}" for p in shown)
+        self.fix = fix
+        super().__init__(f"{source}: {len(self.problems)} problem(s), nothing was applied:\n{lines}\n{fix}")
+
+    def __reduce__(self):
+        # Raised on rank 0 and re-raised on every rank: pickling must keep the arguments.
+        return type(self), (self.source, self.problems, self.fix)
+
+
+def match_labels(query: Query, rows: Sequence[LabelRow], source: str, fix: str) -> Tensor:
+    """(b,) class ids for ``query.indices`` from ``rows``; every row checked, all problems reported.
+
+    A row names its item by id (path) or by index, and its class by name or by id. Refused:
+    an unknown item, an item that was not queried this round, an unknown class, a second row
+    for the same item, and a queried item with no row.
+
+    Raises:
+        LabelsError: with one line per problem, naming the row.
+    """
+    by_id = {item_id: position for position, item_id in enumerate(query.item_ids)}
+    by_index = {int(index): position for position, index in enumerate(query.indices.tolist())}
+    class_ids = {name: i for i, name in enumerate(query.class_names)}
+    labels = torch.full((len(query),), -1, dtype=torch.long)
+    seen: dict[int, str] = {}
+    problems: list[str] = []
+    for row in rows:
+        item, label = row.item.strip(), row.label.strip()
+        position = by_id.get(item)
+        if position is None and item.lstrip("-").isdigit():
+            position = by_index.get(int(item))
+        if position is None:
+            problems.append(f"{row.line}: '{item}' was not queried in round {query.round} (not one of its {len(query)} items)")
+            continue
+        if position in seen:
+            problems.append(f"{row.line}: a second row for '{item}' (first on {seen[position]})")
+            continue
+        seen[position] = row.line
+        if label in class_ids:
+            labels[position] = class_ids[label]
+        elif label.isdigit() and int(label) < len(query.class_names):
+            labels[position] = int(label)
+        else:
+            problems.append(f"{row.line}: unknown class '{label}' for '{item}'; classes: {_first(query.class_names)}")
+    missing = [query.item_ids[p] for p in range(len(query)) if p not in seen]
+    if missing:
+        problems.append(f"no row for {len(missing)} queried item(s): {_first(missing)}")
+    if problems:
+        raise LabelsError(source, problems, fix)
+    return labels
+
+
+def _first(names: Sequence[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+class Oracle(abc.ABC):
+    """Where labels come from. :meth:`request` hands a query over; :meth:`collect` returns its labels.
+
+    ``answers_at_once``: the labels exist as soon as the query does (the simulated oracle),
+    so strategies may read them during the query (``PoolOutputs.targets``) and the run never
+    pauses. A human oracle pauses the run after :meth:`request`; the same command run again
+    calls :meth:`collect`, which returns ``None`` while the labels are not there yet.
+
+    The query callback calls both on global rank 0 only and hands the result to every rank
+    (:func:`~al_lightning.callbacks.run_state.on_rank_zero`): an oracle writes files or talks
+    to a server once, and needs no pickling.
+    """
+
+    answers_at_once: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def request(self, query: Query) -> None:
+        """Hand ``query`` to the annotators. Called again for the same query on a replayed round: idempotent."""
+
+    @abc.abstractmethod
+    def collect(self, query: Query) -> Optional[Tensor]:
+        """(b,) class ids for ``query.indices``, or ``None`` while the answers are not there.
+
+        Raises:
+            LabelsError: answers exist but are wrong (checked with :func:`match_labels`).
+        """
+
+    def waiting_message(self, query: Query) -> str:
+        """What the user should do next while the labels of ``query`` are pending."""
+        return f"round {query.round}: waiting for the labels of {len(query)} queried items"

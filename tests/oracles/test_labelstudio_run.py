@@ -1,0 +1,51 @@
+"""A whole run labeled in Label Studio: the CLI pushes a round, annotators answer, the same command goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import TINY_RUN, log_dirs, read_csv
+from tests.standins import write_colour_photos
+
+pytestmark = pytest.mark.slow
+label_studio_sdk = pytest.importorskip("label_studio_sdk")
+
+
+def test_the_cli_sends_a_round_to_label_studio_and_continues_with_the_annotations(cli, labelstudio_server, tmp_path):
+    url, token = labelstudio_server
+    truth = write_colour_photos(tmp_path)
+    seeds = sorted(truth)[:8]
+    (tmp_path / "seed.csv").write_text("path,label\n" + "".join(f"{p},{truth[p]}\n" for p in seeds))
+    command = [
+        "fit", *TINY_RUN, "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv",
+        "--data.test_path=test", "--data.val_fraction=0.25", "--al.strategy=margin", "--al.budget=6",
+        "--al.rounds=1", "--al.oracle=labelstudio", f"--al.labelstudio_url={url}",
+        "--al.labelstudio_project=photos by colour", "--al.label_dir=team",
+    ]  # fmt: skip
+    env = {"LABEL_STUDIO_API_KEY": token}
+
+    first = cli(command, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = label_studio_sdk.LabelStudio(base_url=url, api_key=token)
+    (project,) = [p for p in client.projects.list(title="photos by colour") if p.title == "photos by colour"]
+    tasks = [task.dict() for task in client.tasks.list(project=project.id)]
+    (run,) = log_dirs(tmp_path)
+    queried = read_csv(run / "queries" / "round_1.csv")  # the run's own record of the query
+    assert sorted(t["data"]["path"] for t in tasks) == sorted(r["path"] for r in queried)
+    assert all(t["predictions"] and t["data"]["image"].startswith("data:image/png;base64,") for t in tasks)
+
+    # Nothing annotated yet: the same command waits, and says how far the annotators are.
+    waiting = cli(command, cwd=tmp_path, env=env)
+    assert waiting.returncode == 0 and "0 of 6" in waiting.stderr, waiting.stderr[-3000:]
+
+    for task in tasks:  # what the labeling UI sends when an annotator picks the photo's colour
+        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [truth[task["data"]["path"]]]}}]
+        client.annotations.create(id=task["id"], result=result, was_cancelled=False, lead_time=2.0)
+    last = cli(command, cwd=tmp_path, env=env)
+    assert last.returncode == 0, last.stderr[-3000:]
+
+    assert log_dirs(tmp_path) == [run]
+    pool = read_csv(run / "pool.csv")
+    assert sorted(r["path"] for r in pool if r["round"] == "1") == sorted(r["path"] for r in queried)
+    assert all(r["label"] == truth[r["path"]] for r in pool)
+    assert [r["round"] for r in read_csv(run / "rounds.csv")] == ["0", "1"]
