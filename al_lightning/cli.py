@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from al_lightning.callbacks import QueryCallback
+from al_lightning.callbacks.run_state import latest_last_checkpoint
 from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
@@ -46,6 +48,38 @@ class ActiveLearningCLI(LightningCLI):
                 "trainer.num_sanity_val_steps": 0,
             }
         )
+
+    def before_fit(self) -> None:
+        """Turn ``--ckpt_path=last`` (or a paused run's state) into a checkpoint, and log into its run's folder."""
+        config = self.config_init["fit"] if "fit" in self.config_init else self.config_init
+        given = config.get("ckpt_path")
+        if given not in (None, "last"):
+            return  # an explicit checkpoint: Lightning's own behaviour (a new log directory)
+        callback = next((cb for cb in self.trainer.callbacks if isinstance(cb, QueryCallback)), None)
+        paused = callback.run_state.checkpoint() if callback is not None and callback.run_state is not None else None
+        checkpoint = paused
+        if checkpoint is None and given == "last":
+            root = self._logger_root()
+            checkpoint = latest_last_checkpoint(root)
+            if checkpoint is None:
+                rank_zero_warn(f"--ckpt_path=last: no checkpoints/last.ckpt under '{root}' yet; starting a new run")
+        if checkpoint is not None:
+            rank_zero_info(f"[al] continuing the run saved in {checkpoint}")
+            self._log_into(checkpoint.parent.parent)
+        config["ckpt_path"] = None if checkpoint is None else str(checkpoint)
+
+    def _logger_root(self) -> Path:
+        """The folder holding the logger's run folders (``version_N``)."""
+        logger = self.trainer.logger
+        root = getattr(logger, "root_dir", None) if logger is not None else None
+        return Path(root) if root else Path(self.trainer.default_root_dir)
+
+    def _log_into(self, log_dir: Path) -> None:
+        """Make the loggers write into ``log_dir`` (a resumed run keeps one folder and one set of curves)."""
+        for logger in self.trainer.loggers:
+            root = getattr(logger, "root_dir", None)
+            if root is not None and Path(root).resolve() == log_dir.parent.resolve() and hasattr(logger, "_version"):
+                logger._version = log_dir.name
 
 
 def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, configs: Path = PROJECT_CONFIGS) -> None:

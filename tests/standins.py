@@ -72,3 +72,26 @@ def write_random_features(path: Path, train: int, test: int, num_classes: int, d
         test_targets=torch.arange(test) % num_classes,
         class_names=None,
     )
+
+
+def write_colour_photos(root: Path, count: int = 24) -> dict[str, str]:
+    """A team's folder of unlabeled photos: noisy 12-px PNGs, red or green, in three sub-folders
+    that are not classes, with a ``test/<colour>/`` folder beside. Returns each photo's path
+    relative to ``root / "photos"`` with its true colour (the name says it too)."""
+    noise = np.random.default_rng(0)
+
+    def write(path: Path, colour: str) -> None:
+        pixels = noise.integers(0, 100, (12, 12, 3))
+        pixels[..., 0 if colour == "red" else 1] += 150
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+    truth = {}
+    for i in range(count):
+        colour = "red" if i % 2 else "green"
+        item = f"batch{i % 3}/{colour}_{i:02d}.png"
+        write(root / "photos" / item, colour)
+        truth[item] = colour
+    for colour in ("red", "green"):
+        write(root / "test" / colour / "t.png", colour)
+    return truth

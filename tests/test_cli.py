@@ -65,7 +65,8 @@ def test_fit_runs_every_round_and_writes_the_records(cli, tmp_path):
     rounds = read_csv(run / "rounds.csv")
     counts = read_csv(run / "class_counts.csv")
     assert [int(r["round"]) for r in rounds] == [int(r["round"]) for r in counts] == [0, 1, 2]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["round-00.ckpt", "round-01.ckpt", "round-02.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "round-00.ckpt", "round-01.ckpt", "round-02.ckpt"]
+    assert (run / "checkpoints" / "last.ckpt").samefile(run / "checkpoints" / "round-02.ckpt")  # the latest state, not a copy
     for k, (row, count_row) in enumerate(zip(rounds, counts)):
         labeled = [i for indices in by_round[: k + 1] for i in indices]
         assert int(row["num_labeled"]) == int(count_row["num_labeled"]) == len(labeled)

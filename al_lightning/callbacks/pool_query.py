@@ -1,4 +1,4 @@
-"""One query: score the pool with the current model, let the strategy choose, have the oracle label."""
+"""One query: score the pool with the current model, let the strategy choose, describe the choice."""
 
 from __future__ import annotations
 
@@ -15,21 +15,22 @@ from al_lightning.callbacks.scoring import PoolScorer, select_from_pool
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models.classifier import ActiveClassifier
+from al_lightning.oracles import Query
 from al_lightning.seeding import derive_seed
-from al_lightning.strategies import Strategy
+from al_lightning.strategies import PoolOutputs, Strategy
 
 
 @dataclass
 class QueryResult:
-    """What one query did: the labeled indices (selection order), how many points were scored, and how long it took."""
+    """What one query did: the chosen points (a :class:`Query` for the oracle), how many points were scored, and how long it took."""
 
-    indices: Tensor
+    query: Query
     scored: int
     seconds: float
 
 
 class PoolQuery:
-    """Scoring, selection and labeling for one round, identical on every DDP rank.
+    """Scoring and selection for one round, identical on every DDP rank.
 
     Every rank scores its shard of the pool; streaming strategies merge their reductions on
     every rank, the others are gathered and rank 0 selects; rank 0's choice is broadcast
@@ -74,8 +75,14 @@ class PoolQuery:
         self.labeled_subset = labeled_subset
         self.pairwise_subset = pairwise_subset if strategy.pairwise else None
 
-    def run(self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int) -> QueryResult:
-        """Select up to ``budget`` unlabeled points with ``module``'s weights and label them as ``round``."""
+    def run(
+        self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int, answers_at_once: bool = True
+    ) -> QueryResult:
+        """Select up to ``budget`` unlabeled points with ``module``'s weights, for round ``round``.
+
+        ``answers_at_once``: the oracle knows the labels already (the simulated one), so
+        strategies that accept the pool's true labels get them (``PoolOutputs.targets``).
+        """
         pool = datamodule.pool
         budget = self.budget
         if budget > pool.num_unlabeled:
@@ -100,16 +107,49 @@ class PoolQuery:
             pool_indices=candidates,
             labeled_loader=datamodule.pool_dataloader(labeled),
             labels=torch.where(pool.labeled_mask, pool.labels, -1),
-            true_targets=datamodule.train_targets,
+            true_targets=datamodule.train_targets if answers_at_once else None,
         )
         chosen = trainer.strategy.broadcast(chosen, src=0)
         seconds = time.perf_counter() - started
-        datamodule.label(chosen, round=round)
         rank_zero_info(
-            f"[al] round {round}: {self.strategy.name or type(self.strategy).__name__} picked {chosen.numel()} of "
-            f"{candidates.numel()} scored points in {seconds:.2f}s; {pool.num_labeled} labeled"
+            f"[al] round {round}: {self.strategy_name} picked {chosen.numel()} of {candidates.numel()} scored points in {seconds:.2f}s"
         )
-        return QueryResult(chosen, candidates.numel(), seconds)
+        return QueryResult(self.describe(trainer, module, datamodule, chosen, round), candidates.numel(), seconds)
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name or type(self.strategy).__name__
+
+    def describe(self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, chosen: Tensor, round: int) -> Query:
+        """The chosen points with the model's prediction, its confidence and the strategy's score of each.
+
+        One more forward pass, over the chosen points only (every rank its shard, gathered).
+        """
+        scorer = PoolScorer(module, module.device, trainer.precision_plugin.forward_context)
+        scored = scorer.gather(datamodule.pool_dataloader(chosen), ["logits", "features"])
+        position = {index: i for i, index in enumerate(scored["index"].tolist())}
+        # Selection order; a point whose image was skipped as unreadable has no row (-1).
+        rows = torch.tensor([position.get(index, -1) for index in chosen.tolist()], dtype=torch.long)
+        found = rows >= 0
+        logits = torch.full((chosen.numel(), module.head.out_features), torch.nan)
+        logits[found] = scored["logits"][rows[found]]
+        features = torch.full((chosen.numel(), module.feature_dim), torch.nan)
+        features[found] = scored["features"][rows[found]]
+        head = scorer.head()
+        outputs = PoolOutputs(chosen, logits=logits, features=features, weight=head.weight.cpu(), bias=head.bias.cpu(), num_classes=head.num_classes)
+        confidence, predicted = logits.softmax(dim=1).max(dim=1)
+        scores = self.strategy.point_scores(outputs) if bool(found.all()) else None
+        return Query(
+            round=round,
+            indices=chosen,
+            item_ids=datamodule.item_ids(chosen),
+            predicted=torch.where(found, predicted, -1),
+            confidence=confidence,
+            scores=None if scores is None else scores.double().cpu(),
+            class_names=list(datamodule.class_names),
+            strategy=self.strategy_name,
+            image_files=datamodule.item_files(chosen),
+        )
 
     def _unlabeled_subset_size(self, num_labeled: int) -> tuple[str, Optional[int]]:
         """The option that bounds the unlabeled points scored, and the bound (None: all)."""

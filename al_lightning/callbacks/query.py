@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
@@ -14,9 +14,11 @@ from al_lightning.callbacks.early_stopping import RoundEarlyStopping
 from al_lightning.callbacks.evaluation import evaluate_test
 from al_lightning.callbacks.pool_query import PoolQuery
 from al_lightning.callbacks.records import RoundRecords
+from al_lightning.callbacks.run_state import RunState, on_rank_zero
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models.classifier import TOP5_MIN_CLASSES, ActiveClassifier
+from al_lightning.oracles import Oracle, Query, SimulatedOracle, build_human_oracle
 from al_lightning.seeding import derive_seed, resolve_seed, seed_rngs
 from al_lightning.strategies import TrainsWithClassifier, build
 
@@ -37,11 +39,17 @@ class QueryCallback(pl.Callback):
     networks of its own trains alongside the classifier
     (:class:`~al_lightning.callbacks.companion.CompanionTraining`).
 
+    Labels come from the oracle (``oracle``): the dataset's own (``simulated``), or people
+    (``file``, ``labelstudio``; see :mod:`al_lightning.oracles`). With people, the run
+    pauses after each query (saving its state, exit code 0) and the same command run again
+    collects the labels and goes on.
+
     Files in ``trainer.log_dir``: ``rounds.csv`` (one row per round, see
-    :data:`~al_lightning.callbacks.records.ROUND_COLUMNS`), ``pool.csv`` (``index,round``
-    per labeled index), ``class_counts.csv`` (labeled count per class per round), and
-    ``checkpoints/round-XX.ckpt`` (the round's best model and the pool after its query;
-    ``--ckpt_path`` resumes from it).
+    :data:`~al_lightning.callbacks.records.ROUND_COLUMNS`), ``pool.csv`` (``index,round,path,label``
+    per labeled index), ``class_counts.csv`` (labeled count per class per round),
+    ``queries/round_K.csv`` (each query's items with prediction and score), and
+    ``checkpoints/round-XX.ckpt`` (the round's best model and the pool after its query)
+    with ``checkpoints/last.ckpt`` (the latest state: ``--ckpt_path=last`` resumes from it).
 
     Args:
         strategy: registry name (``base``, ``mase``, ``margin``, ``random``, ...) or the class
@@ -68,7 +76,14 @@ class QueryCallback(pl.Callback):
             BADGE, their partitioned forms, cluster margin) score this many points in all,
             labeled subset included (the paper's code: 130,000 on ImageNet); the others
             score the whole pool. ``None``: no such bound.
-        save_round_checkpoints: write ``checkpoints/round-XX.ckpt`` after every round.
+        save_round_checkpoints: write ``checkpoints/round-XX.ckpt`` after every round
+            (``last.ckpt`` is written either way).
+        oracle: ``simulated``, ``file`` or ``labelstudio``.
+        label_dir: for the human oracles: where the file oracle exchanges its files, and
+            where both keep the paused run's state (``run.json``), which the same command finds.
+        labelstudio_url: the Label Studio server (``--al.oracle=labelstudio``); the API token
+            comes from the environment variable ``LABEL_STUDIO_API_KEY``.
+        labelstudio_project: the Label Studio project's id or title (created if missing).
     """
 
     def __init__(
@@ -88,6 +103,10 @@ class QueryCallback(pl.Callback):
         labeled_subset: Optional[int] = None,
         pairwise_subset: Optional[int] = None,
         save_round_checkpoints: bool = True,
+        oracle: str = "simulated",
+        label_dir: Optional[str] = None,
+        labelstudio_url: Optional[str] = None,
+        labelstudio_project: Optional[str] = None,
     ) -> None:
         if budget < 0 or rounds < 0 or max_epochs < 1:
             raise ConfigurationError(f"need budget >= 0, rounds >= 0, max_epochs >= 1; got {budget}, {rounds}, {max_epochs}")
@@ -102,6 +121,15 @@ class QueryCallback(pl.Callback):
         self.monitor = monitor
         self.seed = resolve_seed(seed)
         self.save_round_checkpoints = save_round_checkpoints
+        self.oracle_name = oracle.strip().lower()
+        self.human_oracle = build_human_oracle(oracle, label_dir, labelstudio_url, labelstudio_project)
+        if self.human_oracle is not None and "targets" in self.strategy.requires:
+            raise ConfigurationError(
+                f"strategy '{strategy}' reads the pool's true labels during the query, which people cannot give "
+                f"(--al.oracle={self.oracle_name}); use it with --al.oracle=simulated"
+            )
+        self.oracle: Optional[Oracle] = self.human_oracle  # the simulated one is made at setup, from the data
+        self.run_state = RunState(label_dir) if self.human_oracle is not None else None
         self.query = PoolQuery(self.strategy, budget, self.seed, pool_subset, labeled_subset, pairwise_subset)
         self.early_stopping = RoundEarlyStopping(patience, mode, tie_improves)
         self.records = RoundRecords()
@@ -114,6 +142,7 @@ class QueryCallback(pl.Callback):
         self.last_query_seconds = 0.0
         self.last_query_scored: Optional[int] = None  # None: round 0's labels came with the data
         self.finished = False
+        self.pending: Optional[Query] = None  # a query whose labels have not come back yet
         # Progress inside the current round (a resumed run replays the round from its start).
         self._needs_setup = True
         self.epochs_in_round = 0
@@ -138,6 +167,16 @@ class QueryCallback(pl.Callback):
             return
         if not isinstance(pl_module, ActiveClassifier):
             raise ConfigurationError("QueryCallback needs an ActiveClassifier model")
+        if self.human_oracle is None:
+            targets = self._datamodule(trainer).train_targets
+            unknown = int((targets < 0).sum())
+            if unknown and self.rounds > 0:
+                raise ConfigurationError(
+                    f"the simulated oracle reveals the dataset's own labels, but {unknown} of its {targets.numel()} "
+                    "training items have none; label the queries with people: --al.oracle=file --al.label_dir=DIR "
+                    "(or --al.oracle=labelstudio)"
+                )
+            self.oracle = SimulatedOracle(targets)
         if trainer.reload_dataloaders_every_n_epochs != 1:
             # The labeled set grows between rounds: the training loader must be rebuilt.
             trainer.reload_dataloaders_every_n_epochs = 1
@@ -157,7 +196,16 @@ class QueryCallback(pl.Callback):
         datamodule = self._datamodule(trainer)
         self.records.prepare_loggers(trainer)  # before Lightning logs the hyperparameters
         if self.finished:
+            rank_zero_info("[al] the experiment has finished all its rounds; nothing to do")
             trainer.should_stop = True
+            return
+        if self.pending is not None:
+            # A run that paused for labels: they are applied now, or it pauses again.
+            if not self._collect(trainer, datamodule):
+                self._pause(trainer, saved=False)
+                return
+            self.records.write(trainer, datamodule)
+            self._save_state(trainer)
             return
         if self.round == 0 and datamodule.pool.num_labeled == 0:
             if self.companion is not None:
@@ -169,6 +217,9 @@ class QueryCallback(pl.Callback):
             pl_module.reset_weights(derive_seed(self.seed, "head", 0))
             self._run_query(trainer, pl_module, datamodule, round=0)
         self.records.write(trainer, datamodule)
+        self._save_state(trainer)  # from here on, --ckpt_path=last resumes this run in its own log directory
+        if self.pending is not None:
+            self._pause(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The first round of a run, or the round a resumed run replays, starts here; later
@@ -252,10 +303,13 @@ class QueryCallback(pl.Callback):
             self.round += 1
             self._run_query(trainer, pl_module, datamodule, round=self.round)
             self.records.write(trainer, datamodule)
-        if self.save_round_checkpoints:
-            trainer.save_checkpoint(Path(trainer.log_dir) / "checkpoints" / f"round-{finished_round:02d}.ckpt", weights_only=False)
-        if not last:
+        self._save_state(trainer, finished_round if self.save_round_checkpoints else None)
+        if last:
+            return
+        if self.pending is None:
             self._start_round(trainer, pl_module)
+        else:
+            self._pause(trainer)
 
     def settings(self) -> dict[str, Any]:
         """The experiment's ``--al.*`` settings, for TensorBoard's HParams tab."""
@@ -274,11 +328,42 @@ class QueryCallback(pl.Callback):
             "pool_subset": self.query.pool_subset,
             "labeled_subset": self.query.labeled_subset,
             "pairwise_subset": self.query.pairwise_subset,
+            "oracle": self.oracle_name,
         }
 
+    # -- queries and labels ----------------------------------------------------------------
     def _run_query(self, trainer: pl.Trainer, pl_module: ActiveClassifier, datamodule: ActiveDataModule, round: int) -> None:
-        result = self.query.run(trainer, pl_module, datamodule, round=round)
+        """Select round ``round``'s points, record them, hand them to the oracle and label them if it answers."""
+        result = self.query.run(trainer, pl_module, datamodule, round=round, answers_at_once=self.oracle.answers_at_once)
         self.last_query_seconds, self.last_query_scored = result.seconds, result.scored
+        self.pending = result.query
+        self.records.write_query(trainer, result.query)
+        on_rank_zero(trainer, lambda: self.oracle.request(result.query))
+        self._collect(trainer, datamodule)
+
+    def _collect(self, trainer: pl.Trainer, datamodule: ActiveDataModule) -> bool:
+        """Label the pending query if the oracle has its answers (checked as a whole); whether it had."""
+        query = self.pending
+        labels = on_rank_zero(trainer, lambda: self.oracle.collect(query))
+        if labels is None:
+            return False
+        datamodule.label(query.indices, round=query.round, labels=labels)
+        self.pending = None
+        rank_zero_info(f"[al] round {query.round}: labeled {len(query)} points; {datamodule.pool.num_labeled} labeled")
+        return True
+
+    def _pause(self, trainer: pl.Trainer, saved: bool = True) -> None:
+        """End this command: the pending query waits for people; the same command continues it."""
+        rank_zero_info(f"[al] {self.oracle.waiting_message(self.pending)}")
+        if saved:
+            rank_zero_info(f"[al] the run's state is saved (checkpoint: {self.run_state.checkpoint_path(trainer)})")
+        trainer.should_stop = True
+
+    def _save_state(self, trainer: pl.Trainer, finished_round: Optional[int] = None) -> None:
+        """``checkpoints/last.ckpt`` (and ``round-XX.ckpt`` for a finished round), written atomically."""
+        RunState.save_checkpoint(trainer, finished_round)
+        if self.run_state is not None:
+            on_rank_zero(trainer, lambda: self.run_state.write(trainer, self.round, waiting=self.pending is not None))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -288,6 +373,7 @@ class QueryCallback(pl.Callback):
             "last_query_seconds": self.last_query_seconds,
             "last_query_scored": self.last_query_scored,
             "finished": self.finished,
+            "pending": None if self.pending is None else asdict(self.pending),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -296,5 +382,7 @@ class QueryCallback(pl.Callback):
         self.last_query_seconds = float(state_dict["last_query_seconds"])
         self.last_query_scored = state_dict.get("last_query_scored")
         self.finished = state_dict["finished"]
+        pending = state_dict.get("pending")
+        self.pending = None if pending is None else Query(**pending)
         # Whatever epoch the checkpoint was taken at, the round replays from its start.
         self._needs_setup = True

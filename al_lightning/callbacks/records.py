@@ -1,4 +1,4 @@
-"""The run's records: ``rounds.csv``, ``class_counts.csv``, ``pool.csv`` and TensorBoard's round-wise curves."""
+"""The run's records: ``rounds.csv``, ``class_counts.csv``, ``pool.csv``, ``queries/round_K.csv`` and TensorBoard's round-wise curves."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from al_lightning.callbacks.figures import sorted_class_counts_figure
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.metrics import class_entropy, imbalance_ratio, write_csv
+from al_lightning.oracles import Query, write_query_csv
 
 #: Columns of rounds.csv, one row per training round. ``test_acc_top5`` is empty with five
 #: classes or fewer (it would always be 1.0), and the test columns are empty without a test split.
@@ -138,6 +139,12 @@ class RoundRecords:
         if self.history:
             write_csv(directory / "rounds.csv", self.history, ROUND_COLUMNS)
             write_csv(directory / "class_counts.csv", self.class_history, ["round", "num_labeled", *datamodule.class_names])
+
+    def write_query(self, trainer: pl.Trainer, query: Query) -> None:
+        """Keep the query's items, predictions and scores as ``queries/round_K.csv`` (every oracle, for analysis)."""
+        log_dir = trainer.log_dir
+        if trainer.is_global_zero:
+            write_query_csv(Path(log_dir or ".") / "queries" / f"round_{query.round}.csv", query)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "class_history": self.class_history, "hparams_logged": self.hparams_logged}

@@ -184,6 +184,13 @@ class BalancedSelection(StreamingStrategy):
         self.depth_factor = depth_factor
         self.min_depth = min_depth
 
+    def point_scores(self, outputs: PoolOutputs) -> Optional[Tensor]:
+        """Each point's nearest class distance: its distance to the nearest boundary (as MASE's)."""
+        if outputs.logits is None or outputs.weight is None:
+            return None
+        inverse = inverse_distance_table(outputs.weight, self.score_dtype(outputs))
+        return class_boundary_distances(outputs.logits, inverse).min(dim=1).values
+
     def reducer(self, head: PoolOutputs, budget: int) -> BalancedSelectionReducer:
         quotas = even_shares(budget, head.weight.shape[0])
         depth = max(self.depth_factor * max(quotas), max(quotas) + self.min_depth)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import warnings
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -58,6 +58,13 @@ class Strategy(abc.ABC):
             return torch.empty(0, dtype=torch.long)
         positions = self._select(outputs, k)
         return outputs.index[positions.to(outputs.index.device)]
+
+    def point_scores(self, outputs: PoolOutputs) -> Optional[Tensor]:
+        """(N,) this strategy's own score of each point in ``outputs``, lower asked first, or
+        None for a strategy without a per-point score (random, coreset, BADGE: their picks
+        depend on each other). Query files show it next to each queried item, so annotators
+        can sort by it."""
+        return None
 
     def check_outputs(self, outputs: PoolOutputs) -> None:
         """Raise a clear error if a required field is missing or not finite, or an index cannot be ranked.
@@ -163,6 +170,12 @@ class RankedStrategy(StreamingStrategy):
 
         ``head`` gives access to the linear head (``weight``, ``bias``) for scores that need it.
         """
+
+    def point_scores(self, outputs: PoolOutputs) -> Optional[Tensor]:
+        """The scores it ranks by, where ``outputs`` has the fields it requires."""
+        if any(getattr(outputs, f) is None for f in self.requires):
+            return None
+        return self.scorer(outputs)(outputs)
 
     def reducer(self, head: PoolOutputs, budget: int) -> "Reducer":
         from al_lightning.strategies.reducers import RankedReducer

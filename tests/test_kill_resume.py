@@ -1,0 +1,65 @@
+"""A run killed at any point continues with ``--ckpt_path=last``: no label lost, none twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, TINY_RUN, log_dirs, read_csv
+
+pytestmark = pytest.mark.slow
+
+COMMAND = ["fit", *TINY_RUN, "--al.strategy=margin", "--al.rounds=3"]
+
+
+def run_until(cwd, extra: list[str], trigger: str, delay: float = 0.0) -> str:
+    """Start the run; SIGKILL it ``delay`` seconds after a line containing ``trigger``. Its output so far."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *COMMAND, *extra],
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    seen = []
+    try:
+        for line in process.stderr:
+            seen.append(line)
+            if trigger in line:
+                time.sleep(delay)
+                process.send_signal(signal.SIGKILL)
+                break
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, f"the run ended before '{trigger}':\n{''.join(seen)[-3000:]}"
+    return "".join(seen)
+
+
+def table(run, name: str, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [tuple(r[c] for c in columns) for r in read_csv(run / name)]
+
+
+def test_a_run_killed_again_and_again_ends_with_the_uninterrupted_runs_pool(cli, tmp_path):
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference_dir.mkdir(), killed_dir.mkdir()
+    reference = cli(COMMAND, cwd=reference_dir)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    (reference_run,) = log_dirs(reference_dir)
+
+    # During round 1's query (the line after round 0's test), then in the middle of round 1's
+    # training, then while round 2's query is written out (query file, pool, records, checkpoint).
+    run_until(killed_dir, [], trigger="[al] round 0: 20 labels")
+    run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 1: labeled", delay=1.0)
+    run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 2: margin picked")
+    finished = cli([*COMMAND, "--ckpt_path=last"], cwd=killed_dir)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    (run,) = log_dirs(killed_dir)  # every resume continued in the run's own folder
+    assert table(run, "pool.csv", ("index", "round", "label")) == table(reference_run, "pool.csv", ("index", "round", "label"))
+    rounds = ("round", "num_labeled", "num_queried", "test_acc_top1")
+    assert table(run, "rounds.csv", rounds) == table(reference_run, "rounds.csv", rounds)
