@@ -145,6 +145,7 @@ class QueryCallback(pl.Callback):
         self.pending: Optional[Query] = None  # a query whose labels have not come back yet
         # Progress inside the current round (a resumed run replays the round from its start).
         self._needs_setup = True
+        self._save_at_train_start = False  # last.ckpt is written when training starts (see on_train_start)
         self.epochs_in_round = 0
         self._monitor_seen = False
         self._round_started = time.perf_counter()
@@ -205,7 +206,7 @@ class QueryCallback(pl.Callback):
                 self._pause(trainer, saved=False)
                 return
             self.records.write(trainer, datamodule)
-            self._save_state(trainer)
+            self._save_at_train_start = True
             return
         if self.round == 0 and datamodule.pool.num_labeled == 0:
             if self.companion is not None:
@@ -217,11 +218,20 @@ class QueryCallback(pl.Callback):
             pl_module.reset_weights(derive_seed(self.seed, "head", 0))
             self._run_query(trainer, pl_module, datamodule, round=0)
         self.records.write(trainer, datamodule)
-        self._save_state(trainer)  # from here on, --ckpt_path=last resumes this run in its own log directory
         if self.pending is not None:
+            # Paused before any training: nothing for Lightning to restore, so it can be saved now.
+            self._save_state(trainer)
             self._pause(trainer)
+        else:
+            # From then on --ckpt_path=last resumes this run in its own log directory.
+            self._save_at_train_start = trainer.ckpt_path is None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not at fit start: a resumed run's loops and optimizers are restored only after
+        # on_fit_start, and a checkpoint taken before that would replay the round from epoch 0.
+        if self._save_at_train_start:
+            self._save_state(trainer)
+            self._save_at_train_start = False
         # The first round of a run, or the round a resumed run replays, starts here; later
         # rounds are set up as soon as the previous one ends.
         if self._needs_setup:
