@@ -77,6 +77,30 @@ def test_training_on_two_ranks_follows_one_rank(cli, tmp_path):
     assert len(round1(run_one) & round1(run_two)) >= 18  # of 20: margins may reorder only at near-ties
 
 
+def test_two_ranks_pause_for_a_labels_file_and_continue_as_one_simulated_rank(cli, tmp_path):
+    """Rank 0 writes the query and reads the labels; every rank labels the same points."""
+    from tests.test_cli import digits_at
+
+    single, double = tmp_path / "one", tmp_path / "two"
+    single.mkdir(), double.mkdir()
+    args = ["fit", *TINY_RUN, *SAME_WEIGHTS, "--al.strategy=margin", "--al.rounds=1"]
+    one = cli(args, cwd=single)
+    assert one.returncode == 0, one.stderr[-3000:]
+    human = [*args, *TWO_RANKS, "--al.oracle=file", "--al.label_dir=team"]
+    paused = cli(human, cwd=double)
+    assert paused.returncode == 0, paused.stderr[-3000:]
+    targets, _, _ = digits_at(16)
+    queried = read_csv(double / "team" / "queries" / "round_1.csv")
+    (double / "team" / "labels" / "round_1.csv").write_text(
+        "index,label\n" + "".join(f"{r['index']},{int(targets[int(r['index'])])}\n" for r in queried)
+    )
+    resumed = cli(human, cwd=double)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run_one,), (run_two,) = log_dirs(single), log_dirs(double)
+    assert read_csv(run_two / "pool.csv") == read_csv(run_one / "pool.csv")
+    assert [r["test_acc_top1"] for r in read_csv(run_two / "rounds.csv")] == [r["test_acc_top1"] for r in read_csv(run_one / "rounds.csv")]
+
+
 def test_pretraining_runs_on_two_ranks(cli, tmp_path):
     from al_lightning.models import build_backbone
     from al_lightning.models.checkpoints import load_backbone_weights

@@ -373,7 +373,8 @@ class QueryCallback(pl.Callback):
         """``checkpoints/last.ckpt`` (and ``round-XX.ckpt`` for a finished round), written atomically."""
         RunState.save_checkpoint(trainer, finished_round)
         if self.run_state is not None:
-            on_rank_zero(trainer, lambda: self.run_state.write(trainer, self.round, waiting=self.pending is not None))
+            checkpoint = RunState.checkpoint_path(trainer)  # on every rank: it asks for the log directory
+            on_rank_zero(trainer, lambda: self.run_state.write(checkpoint, self.round, waiting=self.pending is not None))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

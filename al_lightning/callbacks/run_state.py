@@ -28,6 +28,7 @@ def on_rank_zero(trainer: pl.Trainer, fn: Callable[[], T]) -> T:
 
     For work with side effects outside the process (files, a labeling server): done once,
     and an error on rank 0 stops every rank instead of leaving them waiting in a collective.
+    ``fn`` itself must not take part in a collective (``trainer.log_dir`` is one): ask before.
     """
     outcome: Any = None
     if trainer.is_global_zero:
@@ -44,6 +45,7 @@ def on_rank_zero(trainer: pl.Trainer, fn: Callable[[], T]) -> T:
 
 
 def checkpoint_dir(trainer: pl.Trainer) -> Path:
+    """``log_dir/checkpoints``. ``trainer.log_dir`` is a collective under DDP: every rank must ask."""
     return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
 
 
@@ -96,8 +98,8 @@ class RunState:
             os.replace(temporary, last)
         trainer.strategy.barrier("al_last_checkpoint")
 
-    def write(self, trainer: pl.Trainer, round: int, waiting: bool) -> None:
-        state = {"checkpoint": str(self.checkpoint_path(trainer).resolve()), "round": round, "waiting_for_labels": waiting}
+    def write(self, checkpoint: Path, round: int, waiting: bool) -> None:
+        state = {"checkpoint": str(checkpoint.resolve()), "round": round, "waiting_for_labels": waiting}
         atomic_write_text(self.path, json.dumps(state, indent=1) + "\n")
 
     def checkpoint(self) -> Optional[Path]:
