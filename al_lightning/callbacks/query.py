@@ -168,8 +168,20 @@ class QueryCallback(pl.Callback):
             return
         if not isinstance(pl_module, ActiveClassifier):
             raise ConfigurationError("QueryCallback needs an ActiveClassifier model")
+        datamodule = self._datamodule(trainer)
+        if datamodule.feature_cache is not None:
+            if not pl_module.freeze_backbone:
+                raise ConfigurationError(
+                    "--data.feature_cache stores a frozen trunk's features, but --model.freeze_backbone is false "
+                    "(fine-tuning changes them every step); set --model.freeze_backbone=true or drop the cache"
+                )
+            if "images" in self.strategy.requires:
+                raise ConfigurationError(
+                    f"strategy '{self.strategy_name}' reads the pool's images, which a feature cache replaces by "
+                    "features; run it without --data.feature_cache"
+                )
         if self.human_oracle is None:
-            targets = self._datamodule(trainer).train_targets
+            targets = datamodule.train_targets
             unknown = int((targets < 0).sum())
             if unknown and self.rounds > 0:
                 raise ConfigurationError(
@@ -200,6 +212,8 @@ class QueryCallback(pl.Callback):
             rank_zero_info("[al] the experiment has finished all its rounds; nothing to do")
             trainer.should_stop = True
             return
+        if datamodule.feature_cache is not None and datamodule.cached is None:
+            datamodule.use_feature_cache(trainer, pl_module)  # before any loader is made
         if self.pending is not None:
             # A run that paused for labels: they are applied now, or it pauses again.
             if not self._collect(trainer, datamodule):

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 
 from al_lightning.data.datasets import BatchView, SubsetView, collate_skipping_none
+from al_lightning.data.feature_cache import CACHE_FORMAT, CachedFeatures, FeatureCache, digest, weights_digest
 from al_lightning.data.images import ImageFileDataset
 from al_lightning.data.pool import ActivePool
 from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
@@ -72,6 +73,12 @@ class ActiveDataModule(pl.LightningDataModule):
             test split; test accuracy is not measured).
         val_path: ``image_pool``: folder of class folders with validation images, used
             instead of holding out part of ``labels``.
+        feature_cache: folder of a frozen trunk's features (linear evaluation,
+            ``--model.freeze_backbone=true``): extracted once in the eval transform, then
+            every loader serves them (see :mod:`~al_lightning.data.feature_cache`).
+        feature_cache_train: ``cached``: the head trains on the cached (eval-transform)
+            features, without the train-time augmentation; ``augmented``: it trains on
+            augmented images through the trunk, while validation, test and the query read the cache.
 
     Source options (``download``, ``imbalance_ratio``, ``split_dir``, ``skip_corrupt``,
     ``labels``, ``classes``, ``test_path``, ``val_path``) are passed only when set (a flag
@@ -99,6 +106,8 @@ class ActiveDataModule(pl.LightningDataModule):
         classes: Optional[list[str]] = None,
         test_path: Optional[str] = None,
         val_path: Optional[str] = None,
+        feature_cache: Optional[str] = None,
+        feature_cache_train: Literal["cached", "augmented"] = "cached",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -125,6 +134,9 @@ class ActiveDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.num_workers = num_workers
         self.seed = resolve_seed(seed)
+        self.feature_cache = feature_cache
+        self.feature_cache_train = feature_cache_train
+        self.cached: Optional[dict[str, CachedFeatures]] = None  # the splits as cached features, once prepared
         self.splits: Optional[DatasetSplits] = None
         self.pool: Optional[ActivePool] = None
         self._pending_state: Optional[dict[str, Any]] = None
@@ -237,6 +249,46 @@ class ActiveDataModule(pl.LightningDataModule):
         self.pool.label(indices, labels.cpu(), round)
         return labels
 
+    # -- the feature cache ----------------------------------------------------------------
+    def use_feature_cache(self, trainer: pl.Trainer, module: Any) -> None:
+        """Extract (or reuse) ``module``'s trunk features of every split; the loaders serve them from now on."""
+        cache = FeatureCache(self.feature_cache, show_progress=trainer.progress_bar_callback is not None)
+        cache.check_writable()
+        common = {
+            "format": CACHE_FORMAT,
+            "dataset": self.source.name,
+            "source": {k: self.hparams.get(k) for k in _SOURCE_HPARAMS} | {"path": _resolved(self.hparams.get("path"))},
+            "backbone": module.hparams.get("backbone"),
+            "weights": weights_digest(module._initial_backbone),
+            "transform": repr(self.splits.eval_transform),
+        }
+        self.cached = {}
+        for split, dataset in (("train", self.splits.train), ("test", self.splits.test), ("val", self.splits.val)):
+            if dataset is None:
+                continue
+            targets = self.train_targets if split == "train" else _targets_of(dataset)
+            ids = getattr(dataset, "files", None)
+            description = {**common, "split": split, "items": len(dataset), "items_digest": digest(targets, ids)}
+            reason = trainer.strategy.broadcast(cache.stale_reason(split, description) if trainer.is_global_zero else None)
+            if reason is None:
+                rank_zero_info(f"[al] feature cache: reusing {cache.features_file(split)}")
+            else:
+                rank_zero_info(f"[al] feature cache: extracting {split} ({len(dataset)} items) into {cache.features_file(split)}: {reason}")
+                view = SubsetView(dataset, torch.arange(len(dataset)), self.splits.eval_transform, with_index=True)
+                cache.extract(trainer, module, self._eval_loader(view, sharded=True), split, targets, description)
+            self.cached[split] = cache.read(split, targets)
+        if trainer.is_global_zero:
+            cache.write_classes(self.class_names)
+
+    def _data(self, split: str, augmented: bool = False) -> tuple[Any, Optional[Any]]:
+        """``split``'s dataset and transform: the cached features (no transform) once a cache is in
+        use, except for training on ``augmented`` images; else the images with the train
+        (``augmented``) or the eval transform."""
+        if self.cached is not None and not (augmented and self.feature_cache_train == "augmented"):
+            return self.cached[split], None
+        dataset = {"train": self.splits.train, "test": self.splits.test, "val": self.splits.val}[split]
+        return dataset, (self.splits.train_transform if augmented else self.splits.eval_transform)
+
     # -- loaders ------------------------------------------------------------------------
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -252,7 +304,8 @@ class ActiveDataModule(pl.LightningDataModule):
         (:class:`~al_lightning.data.samplers.GlobalBatchSampler`).
         """
         indices = self.pool.labeled_indices()
-        view = SubsetView(self.splits.train, indices, self.splits.train_transform, targets=self.pool.labels[indices])
+        dataset, transform = self._data("train", augmented=True)
+        view = SubsetView(dataset, indices, transform, targets=self.pool.labels[indices])
         epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
         seed = derive_seed(self.seed, "train", self.pool.last_round, epoch)
         rank, world_size = self._rank_and_world()
@@ -294,16 +347,19 @@ class ActiveDataModule(pl.LightningDataModule):
         Sharded without repeats, so the synced validation accuracy is the same on any number of ranks.
         """
         if self.splits.val is not None:
-            view = SubsetView(self.splits.val, torch.arange(len(self.splits.val)), self.splits.eval_transform)
+            dataset, transform = self._data("val")
+            view = SubsetView(dataset, torch.arange(len(dataset)), transform)
         else:
-            view = SubsetView(self.splits.train, self.pool.holdout_indices(), self.splits.eval_transform)
+            dataset, transform = self._data("train")
+            view = SubsetView(dataset, self.pool.holdout_indices(), transform)
         return self._eval_loader(view, sharded=True)
 
     def test_dataloader(self, sharded: bool = False) -> DataLoader:
         """The test split, eval transforms. ``sharded``: only this rank's share. Only with :attr:`has_test_split`."""
         if not self.has_test_split:
             raise ConfigurationError(f"dataset '{self.source.name}' has no test split; give one with --data.test_path=DIR")
-        view = SubsetView(self.splits.test, torch.arange(len(self.splits.test)), self.splits.eval_transform)
+        dataset, transform = self._data("test")
+        view = SubsetView(dataset, torch.arange(len(dataset)), transform)
         return self._eval_loader(view, sharded)
 
     def pool_dataloader(self, indices: Optional[Tensor] = None, sharded: bool = True) -> DataLoader:
@@ -312,7 +368,8 @@ class ActiveDataModule(pl.LightningDataModule):
         ``sharded``: under DDP each rank gets every world_size-th item, with no repeats.
         """
         indices = self.pool.unlabeled_indices() if indices is None else indices
-        view = SubsetView(self.splits.train, indices, self.splits.eval_transform, with_index=True)
+        dataset, transform = self._data("train")
+        view = SubsetView(dataset, indices, transform, with_index=True)
         return self._eval_loader(view, sharded)
 
     def _eval_loader(self, view: SubsetView, sharded: bool = False) -> DataLoader:
@@ -345,3 +402,19 @@ class ActiveDataModule(pl.LightningDataModule):
             self._pending_state = state_dict
         else:
             self.pool.load_state_dict(state_dict["pool"])
+
+
+#: Data-module options that decide which items a source serves (part of a feature cache's key).
+_SOURCE_HPARAMS = ("image_size", "imbalance_ratio", "split_dir", "skip_corrupt", "labels", "classes", "test_path", "val_path")
+
+
+def _resolved(path: Optional[str]) -> Optional[str]:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _targets_of(dataset: Any) -> Tensor:
+    """A dataset's labels, without decoding images where it keeps them (``targets``)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [dataset[i][1] for i in range(len(dataset))]
+    return torch.as_tensor(targets, dtype=torch.long)

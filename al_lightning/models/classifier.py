@@ -151,8 +151,14 @@ class ActiveClassifier(pl.LightningModule):
 
     # -- forward ----------------------------------------------------------------------
     def extract_features(self, images: Tensor) -> Tensor:
-        """(B, d) penultimate embeddings: the head's input (in the trunk's precision)."""
+        """(B, d) penultimate embeddings: the head's input (in the trunk's precision).
+
+        A frozen trunk given (B, d) rows instead of images is given its own features, read
+        from a feature cache (``--data.feature_cache``): they pass through unchanged.
+        """
         if self.freeze_backbone:
+            if images.dim() == 2 and images.shape[1] == self.feature_dim:
+                return images
             with torch.no_grad():
                 return self.backbone(images)
         return self.backbone(images)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import Any, NoReturn, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,7 +28,7 @@ class FeatureSource(DatasetSource):
          "test_features": (M, D) float, "test_targets": (M,) int,
          "class_names": [C names]}  # optional
 
-    ``path`` is that file. It is opened with ``torch.load(weights_only=True, mmap=True)``, so
+    ``path`` is that file, or the folder of a feature cache (``--data.feature_cache``). A file is opened with ``torch.load(weights_only=True, mmap=True)``, so
     construction reads only the targets (for the number of classes) and the shapes; feature
     rows are paged in as they are used. Items are ``(float32 vector, target)``; there are no
     transforms. The number of classes is the largest label + 1; :attr:`input_dim` is D.
@@ -36,7 +38,7 @@ class FeatureSource(DatasetSource):
     layout = (
         "a .pt file saved with torch.save holding a dict {'train_features': (N, D) float tensor, "
         "'train_targets': (N,) int tensor, 'test_features': (M, D) float tensor, 'test_targets': (M,) int tensor, "
-        "'class_names': optional list of str, one per class}"
+        "'class_names': optional list of str, one per class}, or a --data.feature_cache folder"
     )
 
     def __init__(self, path: Optional[str] = None, image_size: Optional[int] = None) -> None:
@@ -75,6 +77,8 @@ class FeatureSource(DatasetSource):
         )
 
     def _read(self) -> dict[str, Any]:
+        if self.path.is_dir():
+            return self._read_cache()
         if not self.path.is_file():
             self._fail("it is not a file")
         try:
@@ -86,6 +90,19 @@ class FeatureSource(DatasetSource):
             self._fail(f"torch.load(weights_only=True, mmap=True) failed: {first_line}")
         if not isinstance(content, dict):
             self._fail(f"it holds a {type(content).__name__}, not a dict")
+        return content
+
+    def _read_cache(self) -> dict[str, Any]:
+        """A ``--data.feature_cache`` folder: its train and test features, memory-mapped, and labels."""
+        content: dict[str, Any] = {}
+        for split in ("train", "test"):
+            features, targets = self.path / f"{split}.npy", self.path / f"{split}_targets.npy"
+            if not (self.path / f"{split}.json").exists() or not targets.exists():
+                self._fail(f"it is a folder without a finished {split} split of a feature cache ({split}.npy, {split}.json, {split}_targets.npy)")
+            content[f"{split}_features"] = torch.from_numpy(np.load(features, mmap_mode="c"))
+            content[f"{split}_targets"] = torch.from_numpy(np.load(targets))
+        if (self.path / "classes.json").exists():
+            content["class_names"] = json.loads((self.path / "classes.json").read_text())
         return content
 
     def _split(self, content: dict[str, Any], split: str) -> tuple[Tensor, Tensor]:
