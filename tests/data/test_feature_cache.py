@@ -115,3 +115,13 @@ def test_a_cached_run_selects_what_an_uncached_run_selects_and_a_second_run_reus
 def test_a_cache_needs_a_frozen_trunk(cli, tmp_path):
     result = cli(["fit", *TINY_RUN, f"--data.feature_cache={tmp_path / 'cache'}"], cwd=tmp_path)
     assert result.returncode == 2 and "set --model.freeze_backbone=true" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_head_may_train_on_augmented_images_while_the_query_reads_the_cache(cli, tmp_path):
+    args = ["fit", *TINY_RUN, "--model.freeze_backbone=true", "--al.rounds=1", f"--data.feature_cache={tmp_path / 'cache'}"]
+    result = cli([*args, "--data.feature_cache_train=augmented"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "extracting train (1438 items)" in result.stderr
+    (run,) = log_dirs(tmp_path)
+    assert [r["num_labeled"] for r in read_csv(run / "rounds.csv")] == ["20", "40"]
