@@ -102,7 +102,7 @@ class PoolQuery:
         chosen = select_from_pool(
             self.strategy,
             budget,
-            PoolScorer(module, module.device, trainer.precision_plugin.forward_context),
+            PoolScorer(module, module.device, trainer.precision_plugin.forward_context, progress=_progress(trainer, f"[al] round {round}: scoring the pool")),
             pool_loader=datamodule.pool_dataloader(candidates),
             pool_indices=candidates,
             labeled_loader=datamodule.pool_dataloader(labeled),
@@ -172,3 +172,8 @@ class PoolQuery:
             return indices
         generator = torch.Generator().manual_seed(derive_seed(self.seed, what, round))
         return indices[torch.randperm(indices.numel(), generator=generator)[:size]].sort().values
+
+
+def _progress(trainer: pl.Trainer, label: str) -> Optional[str]:
+    """A progress bar's label where the trainer shows its own (rank 0, progress bar on), else None."""
+    return label if trainer.is_global_zero and trainer.progress_bar_callback is not None else None

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.utilities.distributed import gather_all_tensors
+from tqdm.auto import tqdm
 
 from al_lightning.distributed import is_distributed, rank
 from al_lightning.errors import ConfigurationError
@@ -45,12 +46,20 @@ class PoolScorer:
         module: the classifier, with the weights to score with.
         device: the rank's device.
         forward_context: makes the context each forward runs in.
+        progress: a label for a progress bar over the batches (on this rank), or None for none.
     """
 
-    def __init__(self, module: ActiveClassifier, device: torch.device, forward_context: ForwardContext = nullcontext) -> None:
+    def __init__(
+        self,
+        module: ActiveClassifier,
+        device: torch.device,
+        forward_context: ForwardContext = nullcontext,
+        progress: Optional[str] = None,
+    ) -> None:
         self.module = module
         self.device = device
         self.forward_context = forward_context
+        self.progress = progress
 
     def head(self) -> PoolOutputs:
         """The head and C as a :class:`PoolOutputs` with no points: the fields shared by every chunk."""
@@ -69,7 +78,7 @@ class PoolScorer:
         was_training = self.module.training
         self.module.eval()
         try:
-            for batch in loader:
+            for batch in tqdm(loader, desc=self.progress, disable=self.progress is None, leave=False):
                 if batch is None:  # every image unreadable and skipped: nothing to score
                     continue
                 images, index = batch
