@@ -95,3 +95,17 @@ def write_colour_photos(root: Path, count: int = 24) -> dict[str, str]:
     for colour in ("red", "green"):
         write(root / "test" / colour / "t.png", colour)
     return truth
+
+
+def write_seed_labels(root: Path, truth: dict[str, str], count: int = 8) -> list[str]:
+    """``root/seed.csv`` with the true colour of the first ``count`` photos (sorted); those photos."""
+    seeds = sorted(truth)[:count]
+    (root / "seed.csv").write_text("path,label\n" + "".join(f"{p},{truth[p]}\n" for p in seeds))
+    return seeds
+
+
+#: A run over :func:`write_colour_photos` with :func:`write_seed_labels`: one query of 6 by margin.
+PHOTO_RUN = [
+    "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv", "--data.test_path=test",
+    "--data.val_fraction=0.25", "--al.strategy=margin", "--al.budget=6", "--al.rounds=1",
+]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY_RUN, log_dirs, read_csv
-from tests.standins import write_colour_photos
+from tests.standins import PHOTO_RUN, write_colour_photos, write_seed_labels
 from tests.test_cli import digits_at
 
 pytestmark = pytest.mark.slow
@@ -81,12 +81,9 @@ def test_a_file_oracle_run_pauses_for_labels_refuses_bad_ones_and_ends_as_the_si
 
 def test_a_folder_of_unlabeled_images_is_labeled_round_by_round_through_files(cli, tmp_path):
     truth = write_colour_photos(tmp_path)
-    seeds = sorted(truth)[:8]
-    (tmp_path / "seed.csv").write_text("path,label\n" + "".join(f"{p},{truth[p]}\n" for p in seeds))
+    seeds = write_seed_labels(tmp_path, truth)
     command = [
-        "fit", *TINY_RUN, "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv",
-        "--data.test_path=test", "--data.val_fraction=0.25", "--al.strategy=margin", "--al.budget=6",
-        "--al.rounds=1", "--al.oracle=file", "--al.label_dir=team",
+        "fit", *TINY_RUN, *PHOTO_RUN, "--al.oracle=file", "--al.label_dir=team",
     ]  # fmt: skip
 
     first = cli(command, cwd=tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY_RUN, log_dirs, read_csv
-from tests.standins import write_colour_photos
+from tests.standins import PHOTO_RUN, write_colour_photos, write_seed_labels
 
 pytestmark = pytest.mark.slow
 label_studio_sdk = pytest.importorskip("label_studio_sdk")
@@ -14,12 +14,9 @@ label_studio_sdk = pytest.importorskip("label_studio_sdk")
 def test_the_cli_sends_a_round_to_label_studio_and_continues_with_the_annotations(cli, labelstudio_server, tmp_path):
     url, token = labelstudio_server
     truth = write_colour_photos(tmp_path)
-    seeds = sorted(truth)[:8]
-    (tmp_path / "seed.csv").write_text("path,label\n" + "".join(f"{p},{truth[p]}\n" for p in seeds))
+    write_seed_labels(tmp_path, truth)
     command = [
-        "fit", *TINY_RUN, "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv",
-        "--data.test_path=test", "--data.val_fraction=0.25", "--al.strategy=margin", "--al.budget=6",
-        "--al.rounds=1", "--al.oracle=labelstudio", f"--al.labelstudio_url={url}",
+        "fit", *TINY_RUN, *PHOTO_RUN, "--al.oracle=labelstudio", f"--al.labelstudio_url={url}",
         "--al.labelstudio_project=photos by colour", "--al.label_dir=team",
     ]  # fmt: skip
     env = {"LABEL_STUDIO_API_KEY": token}
