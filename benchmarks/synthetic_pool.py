@@ -7,6 +7,7 @@ as .npy files (a full-size pool takes ~40 s to generate and 15 GB), then loaded 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,14 @@ def _generate(n: int, num_classes: int, dim: int, seed: int, prefix: Path) -> No
         array.flush()
 
 
-def load_pool(n: int, num_classes: int, dim: int, fields: set[str], seed: int = 0) -> dict[str, torch.Tensor]:
-    """The pool's ``fields`` (subset of logits, features, targets, weight, bias), loaded into memory."""
+def load_pool(
+    n: int, num_classes: int, dim: int, fields: set[str], seed: int = 0, mmap: bool = False
+) -> dict[str, torch.Tensor]:
+    """The pool's ``fields`` (subset of logits, features, targets, weight, bias), loaded into memory.
+
+    ``mmap=True`` maps the cached arrays instead (read-only, pages read on first use), so
+    that a full-size pool need not fit in memory twice over.
+    """
     CACHE.mkdir(exist_ok=True)
     prefix = CACHE / f"pool_n{n}_c{num_classes}_d{dim}_s{seed}"
     if not Path(f"{prefix}_targets.npy").exists():
@@ -48,5 +55,10 @@ def load_pool(n: int, num_classes: int, dim: int, fields: set[str], seed: int = 
     weight, bias = _head(num_classes, dim, seed)
     pool: dict[str, torch.Tensor] = {"weight": weight, "bias": bias}
     for field in fields & {"logits", "features", "targets"}:
-        pool[field] = torch.from_numpy(np.load(f"{prefix}_{field}.npy"))
+        if mmap:
+            with warnings.catch_warnings():  # torch warns that the mapping is read-only; nothing writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                pool[field] = torch.from_numpy(np.load(f"{prefix}_{field}.npy", mmap_mode="r"))
+        else:
+            pool[field] = torch.from_numpy(np.load(f"{prefix}_{field}.npy"))
     return pool

@@ -27,6 +27,42 @@ from al_lightning.strategies.strategy import StreamingStrategy
 _DENSE_SHARE = 0.125
 
 
+def sparse_nonzero(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``mask.nonzero(as_tuple=True)`` of a 2-D boolean mask with few True entries, about eight times faster.
+
+    The mask's bytes are read as 64-bit words: ``nonzero`` runs over an eighth as many
+    elements, and only the words holding a True byte are looked at byte by byte. Same
+    positions, same (row-major) order.
+    """
+    flat = mask.contiguous().view(-1)
+    if flat.numel() % 8 or flat.numel() == 0:
+        return mask.nonzero(as_tuple=True)
+    bytes_ = flat.view(torch.uint8)
+    words = bytes_.view(torch.int64).nonzero().squeeze(1)
+    within = bytes_.view(-1, 8)[words].nonzero(as_tuple=True)
+    positions = words[within[0]] * 8 + within[1]
+    return positions // mask.shape[1], positions % mask.shape[1]
+
+
+def merge_sorted_keys(old: Tensor, new: Tensor, depth: int) -> Tensor:
+    """The ``depth`` smallest keys of each row of two row-wise sorted key tables (R, D, W) and (R, D', W).
+
+    Equal to sorting their concatenation along dim 1 and keeping ``depth``. One-word keys are
+    merged by rank (each key's place is its position plus the number of smaller keys in the
+    other table, found by ``searchsorted``), cheaper than a sort; two-word keys are sorted.
+    """
+    if old.shape[-1] != 1:
+        return sort_keys(torch.cat([old, new], dim=1), dim=1)[0][:, :depth]
+    a, b = old[..., 0].contiguous(), new[..., 0].contiguous()
+    # Ties between the tables (the same key twice) put the old one first: either order gives the same keys.
+    place_a = torch.arange(a.shape[1]) + torch.searchsorted(b, a, side="left")
+    place_b = torch.arange(b.shape[1]) + torch.searchsorted(a, b, side="right")
+    merged = torch.empty(a.shape[0], a.shape[1] + b.shape[1], dtype=a.dtype)
+    merged.scatter_(1, place_a, a)
+    merged.scatter_(1, place_b, b)
+    return merged[:, :depth, None]
+
+
 class ClassCandidates:
     """For each class, the ``depth`` smallest (distance, id) keys seen so far.
 
@@ -40,21 +76,29 @@ class ClassCandidates:
         self.depth = depth
         self.keys = torch.full((num_classes, depth, key_words(dtype)), EMPTY_KEY, dtype=torch.int64)
         self.thresholds = torch.full((num_classes,), torch.inf, dtype=dtype)
+        self.full = False  # every list holds `depth` keys (all thresholds finite)
 
     def update(self, distances: Tensor, ids: Tensor) -> None:
         """Fold in a (B, C) block of class distances for the points ``ids`` (B,)."""
         distances, ids = distances.cpu().to(self.thresholds.dtype), ids.cpu()
-        # Not `distances <= thresholds`: NaN fails every comparison, so written this way a
-        # NaN passes and reaches score_keys, which refuses it.
-        passing = ~(distances > self.thresholds[None, :])
-        count = int(passing.sum())
-        if count == 0:
-            return
-        if count > _DENSE_SHARE * passing.numel():
-            block = smallest_keys(score_keys(distances, ids[:, None]).transpose(0, 1), self.depth, dim=1)
-            self._merge_rows(torch.arange(self.keys.shape[0]), block)
-            return
-        rows, classes = passing.nonzero(as_tuple=True)
+        if self.full:
+            # Every list is full: few entries pass, so a plain comparison and no count. (The
+            # distances of finite logits, all the reducer lets through, are never NaN.)
+            rows, classes = sparse_nonzero(torch.le(distances, self.thresholds[None, :]))
+            if rows.numel() == 0:
+                return
+        else:
+            # Not `distances <= thresholds`: NaN fails every comparison, so written this way a
+            # NaN passes and reaches score_keys, which refuses it.
+            passing = ~(distances > self.thresholds[None, :])
+            count = int(passing.sum())
+            if count == 0:
+                return
+            if count > _DENSE_SHARE * passing.numel():
+                block = smallest_keys(score_keys(distances, ids[:, None]).transpose(0, 1), self.depth, dim=1)
+                self._merge_rows(torch.arange(self.keys.shape[0]), block)
+                return
+            rows, classes = passing.nonzero(as_tuple=True)
         keys = score_keys(distances[rows, classes], ids[rows])
         # Group the new keys by class, ascending; keep at most `depth` per class.
         order = sort_keys(keys)[1]
@@ -63,8 +107,9 @@ class ClassCandidates:
         touched, counts = torch.unique_consecutive(classes, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.arange(classes.numel()) - torch.repeat_interleave(starts, counts)
-        keep = rank < self.depth
-        block = torch.full((touched.numel(), self.depth, keys.shape[1]), EMPTY_KEY, dtype=torch.int64)
+        width = min(self.depth, int(counts.max()))  # no wider than the longest run: the merge sorts depth + width
+        keep = rank < width
+        block = torch.full((touched.numel(), width, keys.shape[1]), EMPTY_KEY, dtype=torch.int64)
         slot = torch.repeat_interleave(torch.arange(touched.numel()), counts)
         block[slot[keep], rank[keep]] = keys[keep]
         self._merge_rows(touched, block)
@@ -74,15 +119,21 @@ class ClassCandidates:
         self._merge_rows(torch.arange(self.keys.shape[0]), keys.cpu())
 
     def _merge_rows(self, rows: Tensor, block: Tensor) -> None:
-        merged = sort_keys(torch.cat([self.keys[rows], block], dim=1), dim=1)[0][:, : self.depth]
+        merged = merge_sorted_keys(self.keys[rows], block, self.depth)
         self.keys[rows] = merged
         last = merged[:, -1]
         self.thresholds[rows] = torch.where(last[:, 0] != EMPTY_KEY, key_scores(last), torch.inf)
+        self.full = bool(torch.isfinite(self.thresholds).all())
 
     def column(self, c: int) -> list[int]:
         """Ids of class ``c``'s candidates, nearest first."""
         keys = self.keys[c]
         return key_ids(keys[keys[:, 0] != EMPTY_KEY]).tolist()
+
+    def columns(self) -> list[list[int]]:
+        """Every class's :meth:`column`, from one conversion of the table (empty slots sort last)."""
+        counts = (self.keys[:, :, 0] != EMPTY_KEY).sum(dim=1).tolist()
+        return [ids[:count] for ids, count in zip(key_ids(self.keys).tolist(), counts)]
 
 
 class BalancedSelectionReducer(Reducer):
@@ -120,7 +171,7 @@ class BalancedSelectionReducer(Reducer):
     def finish(self, rescan: Optional[Callable[[Reducer], None]] = None) -> Tensor:
         taken: set[int] = set()
         picked: list[int] = []
-        columns = {c: self.candidates.column(c) for c, quota in enumerate(self.quotas) if quota}
+        columns = {c: column for c, (column, quota) in enumerate(zip(self.candidates.columns(), self.quotas)) if quota}
         depth = self.candidates.depth
         for c, quota in enumerate(self.quotas):
             position = 0
@@ -147,7 +198,7 @@ class BalancedSelectionReducer(Reducer):
             raise RuntimeError(f"BASE: class {classes[0]} needs more candidates and no rescan was provided")
         wider = BalancedSelectionReducer(self.inverse, self.quotas, depth, classes=classes)
         rescan(wider)
-        return {c: wider.candidates.column(i) for i, c in enumerate(classes)}
+        return dict(zip(classes, wider.candidates.columns()))
 
 
 @register("base")
@@ -179,7 +230,7 @@ class BalancedSelection(StreamingStrategy):
 
     requires = ("logits", "weight")
 
-    def __init__(self, seed: int = 0, depth_factor: int = 8, min_depth: int = 16) -> None:
+    def __init__(self, seed: int = 0, depth_factor: int = 16, min_depth: int = 16) -> None:
         super().__init__(seed)
         self.depth_factor = depth_factor
         self.min_depth = min_depth

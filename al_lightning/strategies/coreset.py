@@ -2,42 +2,164 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.distances import nearest_centre_sq_distances
+from al_lightning.strategies.distances import (
+    GROUP_ROWS,
+    RowDots,
+    aligned_rows,
+    aligned_zeros,
+    nearest_centre_sq_distances,
+    row_sq_norms,
+)
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
+
+
+def centre_sq_distances(dots: Tensor, sq_points: Tensor, sq_centres: Tensor) -> Tensor:
+    """Squared distances ((−2·x·c) + ‖x‖²) + ‖c‖², clamped at 0, from inner products ``dots`` (overwritten).
+
+    The one formula, in this order, of every coreset distance to a new centre: a point's
+    value is then the same bit for bit whether it is computed in a full pass or on its own.
+    """
+    return dots.mul_(-2).add_(sq_points).add_(sq_centres).clamp_min_(0)
+
+
+class _Farthest:
+    """The largest of N values and its lowest position, kept per block of rows so that a change costs one block."""
+
+    BLOCK = 1024
+
+    def __init__(self, values: Tensor) -> None:
+        n = values.numel()
+        blocks = -(-n // self.BLOCK)
+        self.padded = torch.full((blocks * self.BLOCK,), -torch.inf, device=values.device)
+        self.padded[:n] = values
+        self.blocks = self.padded.view(blocks, self.BLOCK)
+        self.tops = self.blocks.amax(dim=1)
+
+    def argmax(self) -> int:
+        # The first block holding the maximum, then the first position in it: the first position overall.
+        block = int(self.tops.argmax())
+        return block * self.BLOCK + int(self.blocks[block].argmax())
+
+    def lower(self, position: int, value: Tensor) -> None:
+        """Set entry ``position`` to min(itself, ``value``)."""
+        block = position // self.BLOCK
+        self.padded[position] = torch.minimum(self.padded[position], value)
+        self.tops[block] = self.blocks[block].max()
+
+
+#: The lazy steps may cost this many times the plain passes they replace before
+#: :func:`k_center_greedy` falls back to updating every point after each pick.
+LAZY_LIMIT = 1.0
+#: What one look at the largest bound costs (two small argmaxes, a few tensor calls), as
+#: bytes of features multiplied.
+LOOK_BYTES = 256 << 10
 
 
 def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: torch.Generator) -> Tensor:
     """Positions of ``budget`` rows of ``features`` chosen by greedy k-center from ``centres``.
 
     Sener & Savarese's Algorithm 1: each step takes the point farthest from all centres so far
-    (ties: lowest position) and makes it a centre. A running minimum distance is updated with
-    the new centre only, so a step costs one (N, d) matrix-vector product. With no centres
-    (0 rows) the first pick is drawn from ``generator``. Inputs are used in float32;
-    ``budget`` must not exceed ``len(features)``.
+    (ties: lowest position) and makes it a centre. With no centres (0 rows) the first pick is
+    drawn from ``generator``. Inputs are used in float32; ``budget`` must not exceed
+    ``len(features)``.
+
+    Lazily, with the same picks as the plain algorithm (which updates every point's distance to
+    its nearest centre after each pick, one pass over the (N, d) features per pick): a
+    point's distance only ever decreases, so a stale value is an upper bound. Each step takes
+    the point with the largest bound; if centres were added since its value was last brought up
+    to date, it is compared with those centres only and the step looks again, otherwise its
+    bound is its distance and, being the largest, it is the farthest point (and the lowest
+    position among equals: every point before it has a smaller bound, so a smaller distance).
+    A new centre usually changes only points near it, far from the top of the ranking, so a
+    step looks at a few points instead of N. Distances are the plain algorithm's bit for bit:
+    the initial ones come from the same blocked product, later ones from
+    :class:`~al_lightning.strategies.distances.RowDots`, whose value for a point does not
+    depend on which other points share the call.
+
+    If the lazy steps ever cost more than :data:`LAZY_LIMIT` times the plain passes they
+    replace (many near ties, few dimensions), every point is brought up to date and the next
+    8 steps update all points, then lazy steps are tried again (and 16 steps the next time,
+    32, ...), so the cost stays within about twice the plain one.
     """
-    features = features.to(torch.float32).contiguous()
+    features = features.to(torch.float32)
     n = features.shape[0]
     picks = torch.empty(budget, dtype=torch.long)
     if budget == 0:
         return picks
-    sq_norms = features.square().sum(1)
+    points = aligned_rows(features)
+    sq = row_sq_norms(points)
+    row_dots = RowDots(points.shape[1], points.device)
+    picked = aligned_zeros(budget, points.shape[1], points.device)
+    picked_sq = torch.empty(budget, device=points.device)
+    taken = torch.tensor(
+        -1.0, device=points.device
+    )  # a centre's bound: never picked again, even among exact duplicates
+
+    def pass_with(position: int) -> Tensor:
+        return centre_sq_distances(row_dots(points, points[position]), sq, sq[position])
+
     if centres.shape[0] > 0:
-        min_sq = nearest_centre_sq_distances(features, centres)
-        pick = int(min_sq.argmax())
+        bound = nearest_centre_sq_distances(features.contiguous(), centres)
+        start = 0
     else:
-        min_sq = torch.full((n,), float("inf"), device=features.device)
-        pick = int(torch.randint(n, (1,), generator=generator))
-    for step in range(budget):
-        picks[step] = pick
-        new_sq = torch.mv(features, features[pick]).mul_(-2).add_(sq_norms).add_(sq_norms[pick]).clamp_min_(0)
-        torch.minimum(min_sq, new_sq, out=min_sq)
-        min_sq[pick] = -1.0  # a centre is never picked again, even among exact duplicates
-        pick = int(min_sq.argmax())
+        start = 1
+        first = int(torch.randint(n, (1,), generator=generator))
+        picks[0] = first
+        picked[0], picked_sq[0] = points[first], sq[first]
+        bound = pass_with(first)
+        bound[first] = taken
+    if budget == start:
+        return picks
+
+    pass_cost = n  # rows multiplied by one plain pass
+    look_cost = LOOK_BYTES / (4 * points.shape[1])  # a look at the largest bound, in rows multiplied
+    step, eager_steps = start, 8
+    while step < budget:
+        # Lazy steps, until done or they cost more than the plain passes they replace.
+        # fresh[i]: the picks folded into point i's bound (picks[:fresh[i]]).
+        farthest = _Farthest(bound)
+        fresh = [step] * n
+        lazy_start, spent = step, 0.0
+        while step < budget and spent <= LAZY_LIMIT * (step - lazy_start + 1) * pass_cost:
+            pick = farthest.argmax()
+            since = fresh[pick]
+            spent += look_cost
+            if since < step:
+                new = centre_sq_distances(row_dots(picked[since:step], points[pick]), sq[pick], picked_sq[since:step])
+                farthest.lower(pick, new.min())
+                fresh[pick] = step
+                spent += math.ceil((step - since) / GROUP_ROWS) * GROUP_ROWS
+                continue
+            picks[step] = pick
+            picked[step], picked_sq[step] = points[pick], sq[pick]
+            farthest.lower(pick, taken)
+            step += 1
+        if step == budget:
+            break
+        # Too many looks (many near ties, few dimensions): bring every bound up to date
+        # (picked points keep their -1, below any distance), then update all points after
+        # each pick, as the plain algorithm does, for a while (8, 16, 32, ... picks).
+        bound = farthest.padded[:n].clone()
+        folded = torch.tensor(fresh, device=bound.device)
+        for k in range(lazy_start, step):
+            bound = torch.where(folded <= k, torch.minimum(bound, pass_with(int(picks[k]))), bound)
+        for _ in range(eager_steps):
+            if step == budget:
+                break
+            pick = int(bound.argmax())
+            picks[step] = pick
+            picked[step], picked_sq[step] = points[pick], sq[pick]
+            torch.minimum(bound, pass_with(pick), out=bound)
+            bound[pick] = taken
+            step += 1
+        eager_steps *= 2
     return picks
 
 
@@ -49,12 +171,16 @@ class Coreset(Strategy):
     (ICLR 2018), Algorithm 1, the 2-approximation of the minimax facility-location problem on
     penultimate features. The labeled points are the initial centres; with none, the first
     pick is random (seeded). The published code recomputed distances to every labeled column
-    at each step and built N×N matrices; here a running minimum is kept instead, updated with
-    the new centre only, and the initial distances are computed in ~64 MB blocks.
+    at each step and built N×N matrices; here the initial distances are computed in ~64 MB
+    blocks and each point's distance to its nearest centre is brought up to date only when it
+    could be the next pick (:func:`k_center_greedy`), with the same picks as updating all of
+    them after every pick.
 
-    Cost: O(N·M·d) for the initial distances plus O(b·N·d) for the picks (one matrix-vector
-    product each); O(N + b) memory beyond the inputs and one block. At ImageNet scale use
-    ``partitioned_coreset``, which divides both terms by p.
+    Cost: O(N·M·d) for the initial distances, then per pick one pass over the N bounds plus
+    the few points it has to bring up to date (each against the centres picked since it was
+    last looked at); never much more than the plain O(b·N·d). O(N + b·d) memory beyond the
+    inputs and one block. At ImageNet scale use ``partitioned_coreset``, which divides the
+    initial term by p².
     """
 
     requires = ("features", "labeled_features")

@@ -26,9 +26,11 @@ class PartitionedCoreset(Strategy):
     b ≤ N). A partition without labeled points starts from a seeded random pick. Returns partition 0's picks in
     selection order, then partition 1's, and so on.
 
-    Cost: O(N·M·d/p) for the initial distances plus O(b·N·d/p) for the picks, p times less
-    than ``coreset`` on both counts; memory is one partition's features in float32
-    ((N/p)·d values) plus a ~64 MB block.
+    Cost: O(N·M·d/p) for the initial distances, p times less than ``coreset``, then the
+    picks, which bring up to date only the points that could be the next pick
+    (:func:`~al_lightning.strategies.coreset.k_center_greedy`: at most about twice the plain
+    O(b·N·d/p), usually a small fraction of it); memory is one partition's features in
+    float32 ((N/p)·d values) plus a ~64 MB block.
 
     Args:
         seed: seeds the partitions and any random first pick.

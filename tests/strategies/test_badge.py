@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import al_lightning.strategies.badge  # noqa: F401
-import al_lightning.strategies.partitioned_badge  # noqa: F401
+import al_lightning.strategies.partitioned_badge as partitioned_badge_module
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.distances import nearest_sq_distances
@@ -18,7 +18,9 @@ from al_lightning.strategies.gradient_embedding import (
     head_logits,
     pooled_gradient_embedding,
 )
+from al_lightning.strategies.partitioned_badge import seed_partition
 from tests.strategies.plain_partitions import plain_partitions, plain_shares
+from tests.strategies.plain_selection import plain_d2, plain_partitioned_badge
 
 
 def make_outputs(n: int = 40, num_classes: int = 5, dim: int = 6, labeled: int = 0, seed: int = 0) -> PoolOutputs:
@@ -233,3 +235,86 @@ def test_partitioned_fills_the_budget_when_partitions_are_small(n, parts):
 def test_partitioned_rejects_bad_settings(kwargs):
     with pytest.raises(ConfigurationError, match="needs"):
         build("partitioned_badge", **kwargs)
+
+
+# Partitioned BADGE's seeding skips points that cannot move; the plain one updates all.
+
+
+def clustered_embeddings(n: int, m: int, dim: int = 24, clusters: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and centres around a few tight clusters far apart: most points provably keep their centre."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(clusters, dim, generator=g) * 5
+    x = means[torch.randint(clusters, (n,), generator=g)] + 0.3 * torch.randn(n, dim, generator=g)
+    y = means[torch.randint(clusters, (m,), generator=g)] + 0.3 * torch.randn(m, dim, generator=g)
+    return x, y
+
+
+@pytest.mark.parametrize("m", [0, 5, 80])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seeding_draws_what_the_plain_seeding_draws(m, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(400, 33, generator=g), torch.randn(m, 33, generator=g)
+    centres = y if m else None
+    expected = plain_d2(x, centres, 90, torch.Generator().manual_seed(seed))
+    assert seed_partition(x, centres, 90, torch.Generator().manual_seed(seed)).tolist() == expected
+
+
+@pytest.mark.parametrize("m", [0, 40])
+def test_seeding_on_clusters_skips_most_points_and_draws_the_same(m, monkeypatch):
+    x, y = clustered_embeddings(3000, m)
+    measured = []
+    original = partitioned_badge_module.RowDots.__call__
+
+    def counting(self, matrix, vector, rows=None):
+        measured.append(matrix.shape[0] if rows is None else rows.numel())
+        return original(self, matrix, vector, rows)
+
+    monkeypatch.setattr(partitioned_badge_module.RowDots, "__call__", counting)
+    chosen = seed_partition(x, y if m else None, 150, torch.Generator().manual_seed(3)).tolist()
+    monkeypatch.undo()
+    assert chosen == plain_d2(x, y if m else None, 150, torch.Generator().manual_seed(3))
+    assert sum(measured) < 150 * 3000 / 4  # the plain seeding measures 3000 points per pick
+
+
+def test_seeding_with_duplicates_and_copies_of_centres_draws_the_same():
+    x, y = clustered_embeddings(600, 30, seed=4)
+    x[300:400] = x[:100]  # duplicates: equal weights, then 0 once one copy is a centre
+    x[400:420] = y[:20]  # copies of centres: weight 0, never drawn until all else is
+    for seed in range(3):
+        expected = plain_d2(x, y, 600, torch.Generator().manual_seed(seed))
+        chosen = seed_partition(x, y, 600, torch.Generator().manual_seed(seed)).tolist()
+        assert chosen == expected and sorted(chosen) == list(range(600))
+
+
+def test_seeding_on_an_integer_grid_breaks_ties_as_the_plain_seeding():
+    # Exact float32 distances: many equal weights, and the largest-norm start ties too.
+    grid = torch.stack(torch.meshgrid(torch.arange(5.0), torch.arange(5.0), indexing="ij"), -1).reshape(-1, 2)
+    x = torch.cat([grid, grid, -grid])
+    for centres in (None, torch.tensor([[0.0, 0.0], [4.0, 4.0]])):
+        for seed in range(3):
+            expected = plain_d2(x, centres, len(x), torch.Generator().manual_seed(seed))
+            assert seed_partition(x, centres, len(x), torch.Generator().manual_seed(seed)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "n, labeled, parts, budget",
+    [
+        (103, 17, 4, 60),  # a budget larger than any partition's 26 points
+        (103, 2, 4, 30),  # two partitions without labeled points: the largest-norm start
+        (60, 0, 3, 60),  # no labeled set, every point picked
+    ],
+)
+def test_partitioned_draws_what_the_plain_partitioned_seeding_draws(n, labeled, parts, budget):
+    out = make_outputs(n=n, num_classes=20, dim=12, labeled=labeled, seed=n)
+    if not labeled:
+        out.labeled_features = torch.empty(0, 12)  # an empty labeled set, not a missing one
+    chosen = build("partitioned_badge", seed=6, partitions=parts).select(out, budget)
+    expected = plain_partitioned_badge(out.logits, out.features, out.weight, out.bias, out.labeled_features, budget, parts, 6)
+    assert chosen.tolist() == out.index[expected].tolist()
+
+
+def test_partitioned_with_float64_outputs_draws_as_with_float32():
+    out = make_outputs(n=90, num_classes=20, dim=12, labeled=12, seed=8)
+    wide = PoolOutputs(**{**vars(out), **{f: getattr(out, f).double() for f in ("logits", "features", "weight", "bias", "labeled_features")}})
+    strategy = build("partitioned_badge", seed=1, partitions=3)
+    assert torch.equal(strategy.select(wide, 40), strategy.select(out, 40))

@@ -9,7 +9,9 @@ import torch
 
 from al_lightning.quotas import even_shares
 from al_lightning.strategies import PoolOutputs, build
+from al_lightning.strategies.balanced_selection import BalancedSelection, merge_sorted_keys, sparse_nonzero
 from al_lightning.strategies.boundary import boundary_distance, inverse_distance_table, weight_distance_table
+from al_lightning.strategies.ranking import EMPTY_KEY, sort_keys
 
 # Head: w0 = (1, 0), w1 = (0, 1), w2 = (-1, 0), no bias. ‖w0−w1‖ = ‖w1−w2‖ = √2, ‖w0−w2‖ = 2.
 WEIGHT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -111,3 +113,42 @@ def test_identical_class_weights_have_no_boundary():
     # so the nearest boundary is class 2's, at 1.5/√2.
     logits = torch.tensor([[2.0, 1.0, 0.5]])
     assert boundary_distance(logits, inverse_distance_table(weight)).item() == pytest.approx(1.5 / math.sqrt(2))
+
+
+def test_sparse_nonzero_is_nonzero():
+    g = torch.Generator().manual_seed(0)
+    for rows, cols, share in [(1, 8, 0.5), (7, 3, 0.0), (40, 61, 0.02), (33, 64, 0.9), (5, 5, 1.0)]:
+        mask = torch.rand(rows, cols, generator=g) < share
+        got, expected = sparse_nonzero(mask), mask.nonzero(as_tuple=True)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("words", [1, 2])
+def test_merging_sorted_keys_equals_sorting_them(words):
+    g = torch.Generator().manual_seed(words)
+    for _ in range(50):
+        rows, a, b = (int(v) for v in torch.randint(1, 12, (3,), generator=g))
+        old = torch.randint(0, 20, (rows, a, words), generator=g)  # repeats: the same key in both tables
+        new = torch.randint(0, 20, (rows, b, words), generator=g)
+        old[torch.rand(rows, a, generator=g) < 0.2] = EMPTY_KEY
+        new[torch.rand(rows, b, generator=g) < 0.2] = EMPTY_KEY
+        old, new = sort_keys(old, dim=1)[0], sort_keys(new, dim=1)[0]
+        depth = int(torch.randint(1, a + b + 1, (1,), generator=g))
+        expected = sort_keys(torch.cat([old, new], dim=1), dim=1)[0][:, :depth]
+        assert torch.equal(merge_sorted_keys(old, new, depth), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_base_in_many_small_blocks_matches_the_brute_force_reference(monkeypatch, dtype):
+    # Small blocks: the candidate lists fill after the first ones and most blocks take the
+    # sparse path (one comparison, the byte-word nonzero, the rank merge).
+    g = torch.Generator().manual_seed(11)
+    n, num_classes, dim = 600, 9, 5
+    features = torch.randn(n, dim, generator=g)
+    features[300:340] = features[:40]  # exact ties
+    weight, bias = torch.randn(num_classes, dim, generator=g), torch.randn(num_classes, generator=g)
+    logits = (features @ weight.T + bias).to(dtype)
+    out = PoolOutputs(index=torch.arange(n), logits=logits, weight=weight.to(dtype))
+    monkeypatch.setattr(BalancedSelection, "block_rows", lambda self, outputs: 16)
+    for budget in (9, 50, 200):
+        assert build("base").select(out, budget).tolist() == reference_base(logits, weight.to(dtype), budget)

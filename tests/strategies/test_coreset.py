@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+import al_lightning.strategies.coreset as coreset_module
 import al_lightning.strategies.distances as distances
 import al_lightning.strategies.partitioned_coreset  # noqa: F401
 from al_lightning.strategies import PoolOutputs, build
+from al_lightning.strategies.coreset import k_center_greedy
 from al_lightning.strategies.distances import nearest_centre_sq_distances
 from tests.strategies.plain_partitions import plain_partitions, plain_shares
+from tests.strategies.plain_selection import plain_k_center, plain_partitioned_coreset
 
 
 def outputs_of(pool: torch.Tensor, labeled: torch.Tensor, offset: int = 100) -> PoolOutputs:
@@ -18,6 +21,7 @@ def outputs_of(pool: torch.Tensor, labeled: torch.Tensor, offset: int = 100) -> 
 
 
 def random_set(n: int, m: int, dim: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pool points and ``m`` labeled points, standard normal in ``dim`` dimensions."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, dim, generator=g), torch.randn(m, dim, generator=g)
 
@@ -118,3 +122,101 @@ def test_more_partitions_than_points_or_labels():
     pool, labeled = random_set(5, 3)
     chosen = build("partitioned_coreset", seed=1, partitions=10).select(outputs_of(pool, labeled), 5)
     assert sorted(chosen.tolist()) == list(range(100, 105))
+
+
+# The lazy k-center against the plain one (every point updated after every pick), pick for pick.
+
+
+def clustered_set(n: int, m: int, dim: int = 256, clusters: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and labeled points around a few centres: a new centre changes only its own cluster."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=g) * 4
+    pool = centres[torch.randint(clusters, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+    labeled = centres[torch.randint(clusters, (m,), generator=g)] + torch.randn(m, dim, generator=g)
+    return pool, labeled
+
+
+@pytest.mark.parametrize(
+    "n, m, dim, budget, seed",
+    [(300, 20, 5, 60, 0), (500, 0, 33, 80, 1), (257, 9, 2048, 40, 2), (400, 3, 1, 120, 3), (150, 40, 7, 150, 4)],
+)
+def test_lazy_greedy_picks_what_the_plain_greedy_picks(n, m, dim, budget, seed):
+    pool, labeled = random_set(n, m, dim, seed)
+    generator = torch.Generator().manual_seed(seed)
+    expected = plain_k_center(pool, labeled, budget, torch.Generator().manual_seed(seed))
+    assert k_center_greedy(pool, labeled, budget, generator).tolist() == expected
+
+
+@pytest.mark.parametrize("m", [0, 30, 200])
+def test_lazy_greedy_on_clusters_looks_at_few_points_and_picks_the_same(m, monkeypatch):
+    pool, labeled = clustered_set(3000, m)
+    looks = []
+    original = coreset_module.RowDots.__call__
+
+    def counting(self, matrix, vector, rows=None):
+        looks.append(matrix.shape[0] if rows is None else rows.numel())
+        return original(self, matrix, vector, rows)
+
+    monkeypatch.setattr(coreset_module.RowDots, "__call__", counting)
+    chosen = k_center_greedy(pool, labeled, 200, torch.Generator().manual_seed(5)).tolist()
+    monkeypatch.undo()
+    assert chosen == plain_k_center(pool, labeled, 200, torch.Generator().manual_seed(5))
+    # Fewer (point, centre) products than the plain 200 passes over 3000 points: far fewer
+    # once the labeled set covers every cluster; without, the first picks (one per cluster,
+    # each changing a twelfth of the points) take some plain passes.
+    assert sum(looks) < 200 * 3000 / (3 if m < 200 else 20)
+
+
+def test_ties_go_to_the_lowest_position_as_in_the_plain_greedy():
+    # A 6 x 6 integer grid with every point twice, labeled corners: float32 distances are
+    # exact, so many points are at exactly the same distance at every step.
+    grid = torch.stack(torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
+    pool = torch.cat([grid, grid])
+    labeled = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    out = outputs_of(pool, labeled, offset=0)
+    chosen = build("coreset").select(out, len(pool)).tolist()
+    assert chosen == plain_k_center(pool, labeled, len(pool), torch.Generator())
+    assert chosen == brute_force_greedy(pool, labeled, len(pool))  # exact arithmetic: the float64 order too
+    assert sorted(chosen) == list(range(len(pool)))
+
+
+def test_the_fallback_to_plain_passes_picks_the_same(monkeypatch):
+    pool, labeled = random_set(300, 10, 6, seed=3)
+    expected = plain_k_center(pool, labeled, 90, torch.Generator())
+    for limit in (0.0, 0.02):  # at once, and after some lazy steps
+        monkeypatch.setattr(coreset_module, "LAZY_LIMIT", limit)
+        assert k_center_greedy(pool, labeled, 90, torch.Generator()).tolist() == expected
+    pool = torch.tensor([[1.0, 1.0]] * 6 + [[3.0, 0.0]] * 3)  # duplicates only
+    monkeypatch.setattr(coreset_module, "LAZY_LIMIT", 0.0)
+    expected = plain_k_center(pool, torch.zeros(1, 2), 9, torch.Generator())
+    assert k_center_greedy(pool, torch.zeros(1, 2), 9, torch.Generator()).tolist() == expected == [6, 0, 1, 2, 3, 4, 5, 7, 8]
+
+
+def test_float64_inputs_are_used_in_float32_as_before():
+    pool, labeled = random_set(200, 12, 9, seed=6)
+    as64 = k_center_greedy(pool.double(), labeled.double(), 50, torch.Generator())
+    assert torch.equal(as64, k_center_greedy(pool, labeled, 50, torch.Generator()))
+    assert as64.tolist() == plain_k_center(pool, labeled, 50, torch.Generator())
+
+
+@pytest.mark.parametrize(
+    "n, m, parts, budget",
+    [
+        (103, 20, 4, 60),  # a budget larger than any partition's 26 points
+        (103, 2, 4, 37),  # two partitions without labeled points: seeded random first picks
+        (40, 0, 3, 40),  # no labeled set at all, every point picked
+        (257, 25, 10, 100),
+    ],
+)
+def test_partitioned_picks_what_the_plain_partitioned_greedy_picks(n, m, parts, budget):
+    pool, labeled = random_set(n, m, dim=8, seed=n + m)
+    chosen = build("partitioned_coreset", seed=3, partitions=parts).select(outputs_of(pool, labeled), budget) - 100
+    assert chosen.tolist() == plain_partitioned_coreset(pool, labeled, budget, parts, seed=3)
+
+
+def test_partitioned_on_clusters_with_duplicates_picks_what_the_plain_one_picks():
+    pool, labeled = clustered_set(2000, 300, seed=9)
+    pool[1000:1300] = pool[:300]  # exact duplicates
+    pool[1300:1320] = labeled[:20]  # copies of labeled points
+    chosen = build("partitioned_coreset", seed=2, partitions=5).select(outputs_of(pool, labeled), 400) - 100
+    assert chosen.tolist() == plain_partitioned_coreset(pool, labeled, 400, 5, seed=2)

@@ -1,0 +1,382 @@
+"""Exact selection at full size against plain references, as ratios measured in one process (issue 12, item 5).
+
+    python benchmarks/select_exact_speed.py                        # full size: N = 1.28M, C = 1000, d = 2048, b = 10,000
+    python benchmarks/select_exact_speed.py --scale 0.05           # a quick look at 1/20 of N and b
+    python benchmarks/select_exact_speed.py --scale 0.1 --partitions 1    # one full-size partition (1/10 of the work)
+    python benchmarks/select_exact_speed.py --device cuda --only base
+
+Absolute seconds differ between machines, so each check is a ratio of two timings taken in
+this process on the same data:
+
+(a) BASE against one ``logits.topk(2)`` pass over the same logits (target: at most 2.5×), the
+    best of three of each, taken in turns;
+(b) partitioned coreset against a plain greedy k-center on the same 10 partitions, which
+    updates every point's distance to its nearest centre after each pick (target: at least
+    5× faster), with the same picks;
+(c) partitioned BADGE against a plain k-means++ (D²) seeding on the same partitions and
+    pooled embeddings, which updates every point after each pick (target: at least 3×
+    faster), with the same picks for the same seed.
+
+The pool is benchmarks/synthetic_pool.py's (memory-mapped), with 1 labeled point per 25.6
+unlabeled ones as benchmarks/select_strategies.py (50,000 at full size). The plain versions
+below call the library's distance primitives (the same initial blocked distances, and
+``RowDots`` for the pass after each pick, which is as fast as one ``torch.mv``: the table's
+"pass" row measures both), so that both sides see the same distances bit for bit; only the
+skipping differs. Both include the initial distances to the labeled set, an O(N·M·d/p)
+matrix product that no pick skips: the table gives each side's ("initial s"), and the ratio
+of what is left. Results go to benchmarks/results/select_exact_speed_<name>.md and .jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from synthetic_pool import load_pool
+
+import al_lightning.strategies.coreset as coreset_module
+import al_lightning.strategies.partitioned_badge as partitioned_badge_module
+from al_lightning.quotas import even_shares
+from al_lightning.strategies import PoolOutputs, build
+from al_lightning.strategies.badge import d2_sample
+from al_lightning.strategies.coreset import centre_sq_distances
+from al_lightning.strategies.distances import RowDots, aligned_rows, nearest_centre_sq_distances, row_sq_norms
+from al_lightning.strategies.gradient_embedding import head_logits, pool_grid, pooled_gradient_embedding
+from al_lightning.strategies.partitioned_badge import embedding_sq_distances
+from al_lightning.strategies.partitions import paired_partitions
+
+HERE = Path(__file__).resolve().parent
+FULL_N, CLASSES, DIM, FULL_BUDGET, PARTITIONS = 1_280_000, 1000, 2048, 10_000, 10
+TARGETS = {"base": ("<=", 2.5), "partitioned_coreset": (">=", 5.0), "partitioned_badge": (">=", 3.0)}
+
+
+class Clock:
+    """Wall-clock seconds of a call, the device synchronised before and after."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, fn: Callable[[], object]) -> tuple[object, float]:
+        self.sync()
+        start = time.perf_counter()
+        value = fn()
+        self.sync()
+        return value, time.perf_counter() - start
+
+
+# The plain references: after each pick, every point of the partition is updated.
+
+
+def plain_k_center(
+    features: torch.Tensor, centres: torch.Tensor, budget: int, generator: torch.Generator, spent: dict
+) -> torch.Tensor:
+    """Greedy k-center (Sener & Savarese's Algorithm 1) with a full pass over the partition after every pick."""
+    features = features.to(torch.float32).contiguous()
+    points = aligned_rows(features)
+    sq = row_sq_norms(points)
+    dots = RowDots(points.shape[1], points.device)
+    start = time.perf_counter()
+    if centres.shape[0] > 0:
+        min_sq = nearest_centre_sq_distances(features, centres)
+        pick = int(min_sq.argmax())
+    else:
+        min_sq = torch.full((points.shape[0],), torch.inf, device=points.device)
+        pick = int(torch.randint(points.shape[0], (1,), generator=generator))
+    spent["initial"] += time.perf_counter() - start
+    picks = []
+    for step in range(budget):
+        picks.append(pick)
+        if step + 1 == budget:
+            break
+        min_sq = torch.minimum(min_sq, centre_sq_distances(dots(points, points[pick]), sq, sq[pick]))
+        min_sq[pick] = -1.0  # a centre is never picked again
+        pick = int(min_sq.argmax())  # the farthest point, lowest position among equals
+    return torch.tensor(picks, dtype=torch.long)
+
+
+def plain_d2(
+    x: torch.Tensor, centres: Optional[torch.Tensor], budget: int, generator: torch.Generator, spent: dict
+) -> torch.Tensor:
+    """k-means++ seeding (D² sampling) with a full pass over the partition after every pick."""
+    sq = torch.linalg.vector_norm(x, dim=1).square()
+    points = aligned_rows(x)
+    dots = RowDots(points.shape[1], points.device)
+    start = time.perf_counter()
+    nearest = nearest_centre_sq_distances(x, centres) if centres is not None else None
+    spent["initial"] += time.perf_counter() - start
+    picks: list[int] = []
+    for step in range(budget):
+        pick = int(sq.argmax()) if nearest is None else d2_sample(nearest, picks, generator)
+        picks.append(pick)
+        if step + 1 == budget:
+            break
+        new = embedding_sq_distances(dots(points, points[pick]), sq, sq[pick])
+        nearest = new if nearest is None else torch.minimum(nearest, new)
+        nearest[pick] = 0.0
+    return torch.tensor(picks, dtype=torch.long)
+
+
+def plain_partitioned_coreset(out: PoolOutputs, budget: int, seed: int, parts: int, spent: dict) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    pairs = paired_partitions(len(out), out.labeled_features.shape[0], parts, generator)
+    picks = []
+    for (unlabeled, centres), quota in zip(pairs, even_shares(budget, parts)):
+        if quota:
+            rows = unlabeled.to(out.features.device)
+            picks.append(
+                unlabeled[
+                    plain_k_center(
+                        out.features[rows], out.labeled_features[centres.to(rows.device)], quota, generator, spent
+                    )
+                ]
+            )
+    return out.index[torch.cat(picks).to(out.index.device)]
+
+
+def plain_partitioned_badge(out: PoolOutputs, budget: int, seed: int, parts: int, spent: dict) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    labeled = out.labeled_features
+    pairs = paired_partitions(len(out), labeled.shape[0], parts, generator)
+    grid = pool_grid(out.logits.shape[1])
+    picks = []
+    for (unlabeled, labeled_part), take in zip(pairs, even_shares(budget, parts)):
+        if take == 0:
+            continue
+        x = pooled_gradient_embedding(out.logits, out.features, grid, rows=unlabeled.to(out.logits.device))
+        y = None
+        if labeled_part.numel() > 0:
+            part = labeled[labeled_part.to(labeled.device)]
+            y = pooled_gradient_embedding(head_logits(part, out.weight, out.bias), part, grid)
+        picks.append(unlabeled[plain_d2(x, y, take, generator, spent).to(unlabeled.device)])
+    return out.index[torch.cat(picks).to(out.index.device)]
+
+
+@contextlib.contextmanager
+def timed_initial(module: object, name: str, spent: dict):
+    """Add the seconds spent in ``module.name`` (the initial distances to the labeled set) to ``spent["initial"]``."""
+    original = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        value = original(*args, **kwargs)
+        spent["initial"] += time.perf_counter() - start
+        return value
+
+    setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> Optional[int]:
+    if torch.equal(a.cpu(), b.cpu()):
+        return None
+    if a.numel() != b.numel():
+        return min(a.numel(), b.numel())
+    return int((a.cpu() != b.cpu()).nonzero()[0])
+
+
+def row(check: str, n: int, budget: int, labeled: int, args: argparse.Namespace, **values: object) -> dict:
+    sense, target = TARGETS[check]
+    ratio = values["ratio"]
+    return {
+        "check": check,
+        "n": n,
+        "classes": CLASSES,
+        "dim": DIM,
+        "budget": budget,
+        "labeled": labeled,
+        "partitions": args.partitions if check != "base" else None,
+        "device": args.device,
+        "threads": args.threads,
+        **values,
+        "target": f"{sense} {target}",
+        "met": bool(ratio <= target if sense == "<=" else ratio >= target),
+    }
+
+
+def read_through(values: torch.Tensor, rows: int = 65_536) -> None:
+    """Read a memory-mapped array once, so that neither side of a check pays for the disk."""
+    for start in range(0, values.shape[0], rows):
+        values[start : start + rows].sum()
+
+
+def check_base(pool: dict, n: int, budget: int, labeled: int, clock: Clock, args: argparse.Namespace) -> dict:
+    """(a) BASE against one top-2 pass over the same logits, the best of three of each, taken in turns."""
+    device = clock.device
+    read_through(pool["logits"])
+    logits = pool["logits"][labeled:].to(device)
+    out = PoolOutputs(index=torch.arange(n, device=device), logits=logits, weight=pool["weight"].to(device))
+    warm = PoolOutputs(index=out.index[:20_000], logits=logits[:20_000], weight=out.weight)
+    build("base").select(warm, max(1, budget // 100))  # threads and allocator, as in a long-running job
+    logits[:20_000].topk(2, dim=1)
+    top2_s, base_s = [], []
+    for _ in range(3):
+        top2_s.append(clock(lambda: logits.topk(2, dim=1))[1])
+        base_s.append(clock(lambda: build("base").select(out, budget))[1])
+    top2, base = min(top2_s), min(base_s)
+    return row(
+        "base",
+        n,
+        budget,
+        0,
+        args,
+        ours_s=base,
+        reference="one logits.topk(2) pass",
+        reference_s=top2,
+        ratio=base / top2,
+        same_picks=None,
+        initial_s=None,
+    )
+
+
+def check_partitioned(
+    check: str, pool: dict, n: int, budget: int, labeled: int, clock: Clock, args: argparse.Namespace
+) -> dict:
+    """(b) or (c): the strategy against its plain reference on the same partitions, the same picks asserted."""
+    device, parts = clock.device, args.partitions
+    plain = plain_partitioned_coreset if check == "partitioned_coreset" else plain_partitioned_badge
+    for field in ("features", "logits") if check == "partitioned_badge" else ("features",):
+        read_through(pool[field])
+    features = pool["features"][labeled:]
+    out = PoolOutputs(
+        index=torch.arange(n, device=device),
+        logits=pool["logits"][labeled:].to(device) if check == "partitioned_badge" else None,
+        features=features.to(device) if device.type != "cpu" else features,
+        weight=pool["weight"].to(device),
+        bias=pool["bias"].to(device),
+        labeled_features=pool["features"][:labeled].to(device),
+        num_classes=CLASSES,
+    )
+    strategy = build(check, seed=args.seed, partitions=parts)
+    small = min(n, 20 * parts * 64)  # warm-up on a slice: threads, allocator, page cache of the first rows
+    warm = PoolOutputs(
+        **{
+            **vars(out),
+            "index": out.index[:small],
+            "features": out.features[:small],
+            "logits": None if out.logits is None else out.logits[:small],
+        }
+    )
+    strategy.select(warm, parts * 2)
+    plain(warm, parts * 2, args.seed, parts, {"initial": 0.0})
+    ours_spent, spent = {"initial": 0.0}, {"initial": 0.0}
+    initial = (
+        (coreset_module, "nearest_centre_sq_distances")
+        if check == "partitioned_coreset"
+        else (partitioned_badge_module, "nearest_centres")
+    )
+    with timed_initial(*initial, ours_spent):
+        ours, ours_s = clock(lambda: strategy.select(out, budget))
+    reference, plain_s = clock(lambda: plain(out, budget, args.seed, parts, spent))
+    diff = first_difference(ours, reference)
+    rest = (plain_s - spent["initial"]) / max(1e-9, ours_s - ours_spent["initial"])
+    result = row(
+        check,
+        n,
+        budget,
+        labeled,
+        args,
+        ours_s=ours_s,
+        reference="plain, every point after every pick",
+        reference_s=plain_s,
+        ratio=plain_s / ours_s,
+        same_picks=diff is None,
+        first_difference=diff,
+        initial_s=spent["initial"],
+        ours_initial_s=ours_spent["initial"],
+        ratio_after_initial=rest,
+    )
+    if check == "partitioned_coreset":  # is the plain pass handicapped? one RowDots pass against one torch.mv
+        part = aligned_rows(out.features[: n // parts].to(torch.float32).contiguous())
+        dots = RowDots(part.shape[1], part.device)
+        dots(part, part[0])
+        result["pass_rowdots_s"] = clock(lambda: dots(part, part[1]))[1]
+        result["pass_mv_s"] = clock(lambda: torch.mv(part, part[1]))[1]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply N, the labeled set and b by this")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--only", nargs="*", choices=list(TARGETS), help="checks to run (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the partitioned strategies")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=PARTITIONS,
+        help="partitions (10 as the paper; --scale 0.1 --partitions 1 is one full-size partition)",
+    )
+    parser.add_argument("--name", default=platform.node() or "machine", help="results file suffix")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clock = Clock(torch.device(args.device))
+
+    parts = args.partitions
+    n = max(parts, int(FULL_N * args.scale))
+    budget = max(parts, int(FULL_BUDGET * args.scale))
+    labeled = max(1, round(n / 25.6))
+    checks = args.only or list(TARGETS)
+    pool = load_pool(n + labeled, CLASSES, DIM, {"logits", "features"}, mmap=True)
+    rows: list[dict] = []
+
+    if "base" in checks:
+        rows.append(check_base(pool, n, budget, labeled, clock, args))
+        print(json.dumps(rows[-1]), flush=True)
+    for check in ("partitioned_coreset", "partitioned_badge"):
+        if check in checks:
+            rows.append(check_partitioned(check, pool, n, budget, labeled, clock, args))
+            print(json.dumps(rows[-1]), flush=True)
+
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    with open(out_dir / f"select_exact_speed_{args.name}.jsonl", "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    lines = [
+        f"Device {args.device}, {args.threads} threads; N = {n:,}, C = {CLASSES}, d = {DIM}, b = {budget:,}; "
+        f"partitioned: {parts} partitions, {labeled:,} labeled.",
+        "",
+        "| check | ours s | reference | reference s | ratio | target | same picks | initial s (ours, reference) | ratio after initial |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        same = (
+            "—"
+            if r["same_picks"] is None
+            else ("yes" if r["same_picks"] else f"NO (from pick {r['first_difference']})")
+        )
+        initial = "—" if r["initial_s"] is None else f"{r['ours_initial_s']:.2f}, {r['initial_s']:.2f}"
+        after = "—" if r.get("ratio_after_initial") is None else f"{r['ratio_after_initial']:.1f}×"
+        lines.append(
+            f"| {r['check']} | {r['ours_s']:.2f} | {r['reference']} | {r['reference_s']:.2f} | {r['ratio']:.2f}× | "
+            f"{r['target']} | {same} | {initial} | {after} |"
+        )
+    for r in rows:
+        if "pass_rowdots_s" in r:
+            lines += [
+                "",
+                f"One pass over a partition: RowDots {r['pass_rowdots_s'] * 1e3:.1f} ms, one torch.mv {r['pass_mv_s'] * 1e3:.1f} ms.",
+            ]
+    (out_dir / f"select_exact_speed_{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if any(r["same_picks"] is False for r in rows):
+        sys.exit("different picks from the plain reference")
+
+
+if __name__ == "__main__":
+    main()
