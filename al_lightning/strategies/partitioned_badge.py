@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.quotas import even_shares
 from al_lightning.strategies.badge import d2_sample
 from al_lightning.strategies.distances import (
     ROUNDING,
@@ -26,9 +25,8 @@ from al_lightning.strategies.gradient_embedding import (
     pooled_gradient_embedding,
 )
 from al_lightning.strategies.outputs import PoolOutputs
-from al_lightning.strategies.partitions import paired_partitions
+from al_lightning.strategies.partitions import PartitionedStrategy
 from al_lightning.strategies.registry import register
-from al_lightning.strategies.strategy import Strategy
 
 
 def embedding_sq_distances(dots: Tensor, sq_points: Tensor, sq_centre: Tensor) -> Tensor:
@@ -131,13 +129,13 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
 
 
 @register("partitioned_badge")
-class PartitionedBadge(Strategy):
+class PartitionedBadge(PartitionedStrategy):
     """BADGE run separately on p random partitions, in a pooled embedding space, to scale to ImageNet.
 
     The paper's appendix A.3, after Citovsky et al. (2021): the unlabeled and the labeled sets
-    are each shuffled into p parts (:func:`~al_lightning.strategies.partitions.paired_partitions`,
-    drawn first from the seeded generator), and partition i picks ``even_shares(b, p)[i]``
-    points by k-means++ seeding (D² sampling, plain Euclidean) on gradient embeddings 2-D average
+    are each shuffled into p parts (:class:`~al_lightning.strategies.partitions.PartitionedStrategy`:
+    under DDP the partitions go to different ranks), and partition i picks ``even_shares(b, p)[i]``
+    points, drawn from its own generator, by k-means++ seeding (D² sampling, plain Euclidean) on gradient embeddings 2-D average
     pooled to (about) ``pooled_dim`` dimensions, with its labeled part as existing centres (the
     paper's code; without one, or with ``labeled_centres=False``, Ash et al.'s original
     seeding: its first pick is the largest pooled embedding). Picks come partition by partition.
@@ -164,7 +162,7 @@ class PartitionedBadge(Strategy):
     O((N + M)·P/p) memory, one partition at a time, plus ~64 MB blocks.
 
     Args:
-        seed: seeds the partitions and the D² draws.
+        seed: seeds the partitions and each partition's D² draws.
         partitions: p, the number of partitions (the paper uses 10).
         pooled_dim: the pooled grid's area, the code's ``POOLING_AREA`` (the paper uses 512).
         labeled_centres: each partition's labeled part seeds its k-means++ as existing centres.
@@ -172,7 +170,6 @@ class PartitionedBadge(Strategy):
     """
 
     requires = ("logits", "features", "weight", "bias", "labeled_features")
-    pairwise = True
 
     def __init__(
         self,
@@ -182,35 +179,22 @@ class PartitionedBadge(Strategy):
         labeled_centres: bool = True,
         pooled_rows: int = POOLED_ROWS,
     ) -> None:
-        super().__init__(seed)
+        super().__init__(seed, partitions)
         self.labeled_centres = labeled_centres
         if not labeled_centres:
             self.requires = ("logits", "features", "weight", "bias")
-        if partitions < 1:
-            raise ConfigurationError(f"partitioned_badge needs partitions >= 1, got {partitions}")
         if pooled_dim < 1:
             raise ConfigurationError(f"partitioned_badge needs pooled_dim >= 1, got {pooled_dim}")
         if pooled_rows < 1:
             raise ConfigurationError(f"partitioned_badge needs pooled_rows >= 1, got {pooled_rows}")
-        self.partitions = partitions
         self.pooled_dim = pooled_dim
         self.pooled_rows = pooled_rows
 
-    def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
-        generator = self.generator()
-        labeled = outputs.labeled_features if self.labeled_centres else None
-        num_labeled = 0 if labeled is None else labeled.shape[0]
-        parts = paired_partitions(len(outputs), num_labeled, self.partitions, generator)
+    def _select_in_partition(self, outputs: PoolOutputs, budget: int, generator: torch.Generator) -> Tensor:
         grid = pool_grid(outputs.logits.shape[1], self.pooled_dim, self.pooled_rows)
-        picks = []
-        for (unlabeled, labeled_part), take in zip(parts, even_shares(budget, self.partitions)):
-            if take == 0:
-                continue
-            x = pooled_gradient_embedding(outputs.logits, outputs.features, grid, rows=unlabeled)
-            y = None
-            if labeled_part.numel() > 0:
-                part_features = labeled[labeled_part.to(labeled.device)]
-                logits = head_logits(part_features, outputs.weight, outputs.bias)
-                y = pooled_gradient_embedding(logits, part_features, grid)
-            picks.append(unlabeled[seed_partition(x, y, take, generator).to(unlabeled.device)])
-        return torch.cat(picks)
+        x = pooled_gradient_embedding(outputs.logits, outputs.features, grid)
+        y = None
+        labeled = outputs.labeled_features if self.labeled_centres else None
+        if labeled is not None and labeled.shape[0] > 0:
+            y = pooled_gradient_embedding(head_logits(labeled, outputs.weight, outputs.bias), labeled, grid)
+        return seed_partition(x, y, budget, generator)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 
@@ -29,3 +31,12 @@ def plain_partitions(num_unlabeled: int, num_labeled: int, parts: int, seed: int
 def plain_shares(budget: int, parts: int) -> list[int]:
     """Part i's share of the budget: ⌊b/p⌋ + [i < b mod p]."""
     return [budget // parts + (i < budget % parts) for i in range(parts)]
+
+
+def partition_generator(seed: int, number: int) -> torch.Generator:
+    """Partition ``number``'s own generator, as documented: seeded with ``derive_seed(seed, "partition", number)``.
+
+    ``derive_seed`` written out: an 8-byte BLAKE2b digest of the parts' repr, read little-endian, shifted right one bit.
+    """
+    digest = hashlib.blake2b(repr((seed, "partition", number)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)

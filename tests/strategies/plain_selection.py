@@ -18,7 +18,7 @@ from al_lightning.strategies.coreset import centre_sq_distances
 from al_lightning.strategies.distances import RowDots, aligned_rows, nearest_centre_sq_distances, row_sq_norms
 from al_lightning.strategies.gradient_embedding import head_logits, pool_grid, pooled_gradient_embedding
 from al_lightning.strategies.partitioned_badge import embedding_sq_distances
-from tests.strategies.plain_partitions import plain_partitions, plain_shares
+from tests.strategies.plain_partitions import partition_generator, plain_partitions, plain_shares
 
 
 def plain_k_center(features: torch.Tensor, centres: torch.Tensor, budget: int, generator: torch.Generator) -> list[int]:
@@ -62,25 +62,22 @@ def plain_partitioned_coreset(
     features: torch.Tensor, labeled: torch.Tensor, budget: int, parts: int, seed: int
 ) -> list[int]:
     """Positions: part i's share by plain greedy k-center from its own labeled part, part by part."""
-    generator = torch.Generator().manual_seed(seed)
     pairs = plain_partitions(len(features), len(labeled), parts, seed)
-    torch.randperm(len(features), generator=generator), torch.randperm(len(labeled), generator=generator)
     picks: list[int] = []
-    for (unlabeled, centres), share in zip(pairs, plain_shares(budget, parts)):
+    for i, ((unlabeled, centres), share) in enumerate(zip(pairs, plain_shares(budget, parts))):
         if share:
-            picks += [unlabeled[p] for p in plain_k_center(features[unlabeled], labeled[centres], share, generator)]
+            chosen = plain_k_center(features[unlabeled], labeled[centres], share, partition_generator(seed, i))
+            picks += [unlabeled[p] for p in chosen]
     return picks
 
 
 def plain_partitioned_badge(logits, features, weight, bias, labeled, budget: int, parts: int, seed: int) -> list[int]:
     """Positions: part i's share by plain k-means++ on its pooled gradient embeddings, its labeled part as centres."""
-    generator = torch.Generator().manual_seed(seed)
     num_labeled = 0 if labeled is None else len(labeled)
     pairs = plain_partitions(len(logits), num_labeled, parts, seed)
-    torch.randperm(len(logits), generator=generator), torch.randperm(num_labeled, generator=generator)
     grid = pool_grid(logits.shape[1])
     picks: list[int] = []
-    for (unlabeled, labeled_part), share in zip(pairs, plain_shares(budget, parts)):
+    for i, ((unlabeled, labeled_part), share) in enumerate(zip(pairs, plain_shares(budget, parts))):
         if not share:
             continue
         x = pooled_gradient_embedding(logits[unlabeled], features[unlabeled], grid)
@@ -88,5 +85,5 @@ def plain_partitioned_badge(logits, features, weight, bias, labeled, budget: int
         if labeled_part:
             part = labeled[labeled_part]
             y = pooled_gradient_embedding(head_logits(part, weight, bias), part, grid)
-        picks += [unlabeled[p] for p in plain_d2(x, y, share, generator)]
+        picks += [unlabeled[p] for p in plain_d2(x, y, share, partition_generator(seed, i))]
     return picks
