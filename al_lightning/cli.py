@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,7 @@ from al_lightning.callbacks import QueryCallback
 from al_lightning.callbacks.run_state import latest_last_checkpoint
 from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
 from al_lightning.data import ActiveDataModule
+from al_lightning.distributed import RankFailedError
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
 
@@ -100,6 +102,11 @@ def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, con
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RankFailedError as err:
+        if err.__cause__ is not None:  # this rank is one that failed: its own traceback first
+            traceback.print_exception(err.__cause__)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main(args: Optional[list[str]] = None) -> None:

@@ -11,7 +11,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from al_lightning.callbacks.scoring import PoolScorer, select_from_pool
+from al_lightning.callbacks.scoring import PoolScorer
+from al_lightning.callbacks.selection import select_from_pool
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models.classifier import ActiveClassifier
@@ -33,8 +34,9 @@ class PoolQuery:
     """Scoring and selection for one round, identical on every DDP rank.
 
     Every rank scores its shard of the pool; streaming strategies merge their reductions on
-    every rank, the others are gathered and rank 0 selects; rank 0's choice is broadcast
-    with the trainer's own strategy, so all ranks label the same points.
+    every rank, partitioned ones run each partition on one rank and gather the picks, the
+    others are gathered on rank 0, which selects; rank 0's choice is broadcast with the
+    trainer's own strategy, so all ranks label the same points.
 
     Args:
         strategy: the query strategy (its seed is set per round).
@@ -108,6 +110,8 @@ class PoolQuery:
             labeled_loader=datamodule.pool_dataloader(labeled),
             labels=torch.where(pool.labeled_mask, pool.labels, -1),
             true_targets=datamodule.train_targets if answers_at_once else None,
+            subset_loader=lambda indices: datamodule.pool_dataloader(indices, sharded=False),
+            labeled_indices=labeled,
         )
         chosen = trainer.strategy.broadcast(chosen, src=0)
         seconds = time.perf_counter() - started

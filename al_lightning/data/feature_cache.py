@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from al_lightning.distributed import on_every_rank
 from al_lightning.errors import ConfigurationError
 from al_lightning.io import atomic_write_text
 
@@ -136,6 +137,14 @@ class FeatureCache:
             np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(items, dim))[:] = MISSING
             np.save(self.directory / f"{split}_targets.npy", targets.numpy())
         trainer.strategy.barrier("feature_cache_create")
+        # Also the barrier after writing: every rank has reported before the description is written.
+        on_every_rank(lambda: self._write_rows(trainer, module, loader, path, split), f"extracting {split} features")
+        if trainer.is_global_zero:
+            atomic_write_text(self.description_file(split), json.dumps({**description, "dim": dim}, indent=1) + "\n")
+        trainer.strategy.barrier("feature_cache_done")
+
+    def _write_rows(self, trainer: pl.Trainer, module: Any, loader: DataLoader, path: Path, split: str) -> None:
+        """This rank's shard of ``loader`` through the trunk, written into its rows of ``path``."""
         rows = np.load(path, mmap_mode="r+")
         was_training = module.training
         module.eval()
@@ -154,11 +163,6 @@ class FeatureCache:
             bar.close()
             module.train(was_training)
         rows.flush()
-        del rows
-        trainer.strategy.barrier("feature_cache_written")
-        if trainer.is_global_zero:
-            atomic_write_text(self.description_file(split), json.dumps({**description, "dim": dim}, indent=1) + "\n")
-        trainer.strategy.barrier("feature_cache_done")
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, split: str, targets: Tensor) -> CachedFeatures:

@@ -11,11 +11,12 @@ from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
 from al_lightning.strategies import PoolOutputs, Strategy, StreamingStrategy, available
+from al_lightning.strategies.partitions import PartitionedStrategy
 from tests.conftest import read_csv
 
 
 def record_inputs(strategy: Strategy) -> list[PoolOutputs]:
-    """Wrap ``strategy`` so that every PoolOutputs it receives (whole, or chunk by chunk) is recorded."""
+    """Wrap ``strategy`` so that every PoolOutputs it receives (whole, chunk by chunk, or partition by partition) is recorded."""
     received: list[PoolOutputs] = []
     if isinstance(strategy, StreamingStrategy):
         make_reducer = strategy.reducer
@@ -27,6 +28,9 @@ def record_inputs(strategy: Strategy) -> list[PoolOutputs]:
             return made
 
         strategy.reducer = reducer
+    elif isinstance(strategy, PartitionedStrategy):
+        select_in_partition = strategy.select_in_partition
+        strategy.select_in_partition = lambda outputs, part: (received.append(outputs), select_in_partition(outputs, part))[1]
     else:
         select = strategy.select
         strategy.select = lambda outputs, budget: (received.append(outputs), select(outputs, budget))[1]
@@ -109,14 +113,17 @@ def test_every_strategy_runs_a_round_through_the_callback_and_gets_what_it_requi
             assert torch.equal(outputs.targets, datamodule.train_targets[outputs.index])
         assert outputs.num_classes == 10
         assert not set(outputs.index.tolist()) & set(labeled_round0.tolist())
-        if outputs.labeled_targets is not None:
-            assert outputs.labeled_targets.numel() == 30
-        if outputs.labeled_features is not None:
-            assert outputs.labeled_features.shape == (30, 512)
-            # labels in the order of the features: each labeled point's true class
-            assert sorted(outputs.labeled_targets.tolist()) == sorted(datamodule.train_targets[labeled_round0].tolist())
         if outputs.images is not None:
             assert tuple(outputs.images.shape[1:]) == (3, 16, 16)
+    # The labeled set, whole or cut among the partitions, with each labeled point's true class.
+    with_labeled = [o for o in inputs if o.labeled_features is not None]
+    if with_labeled:
+        assert sum(o.labeled_features.shape[0] for o in with_labeled) == 30
+        assert all(o.labeled_features.shape[1] == 512 for o in with_labeled)
+        labeled_targets = [t for o in with_labeled for t in o.labeled_targets.tolist()]
+        assert sorted(labeled_targets) == sorted(datamodule.train_targets[labeled_round0].tolist())
+    elif any(o.labeled_targets is not None for o in inputs):
+        assert all(o.labeled_targets.numel() == 30 for o in inputs if o.labeled_targets is not None)
 
 
 def test_vaal_cannot_pick_the_initial_pool(tmp_path):
