@@ -113,3 +113,64 @@ def test_pretraining_runs_on_two_ranks(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     backbone, _ = build_backbone("resnet18", cifar_stem=True)
     load_backbone_weights(backbone, out)
+
+
+def test_two_nodes_under_torchrun_select_what_one_process_selects(cli, tmp_path):
+    """Multi-node as Lightning runs it: 2 "nodes" of 1 process each on 127.0.0.1, launched by ``torchrun``.
+
+    Partitioned BADGE with 3 partitions: node 0 runs partitions 0 and 2, node 1 partition 1.
+    Both nodes share the working directory, as nodes share a filesystem.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    args = [*TINY_RUN, *SAME_WEIGHTS, "--al.strategy=partitioned_badge", "--al.strategy_args={partitions: 3}"]
+    single, nodes = tmp_path / "one", tmp_path / "nodes"
+    single.mkdir(), nodes.mkdir()
+    one = cli(["fit", *args], cwd=single)
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    launches = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
+                "--master_addr=127.0.0.1", f"--master_port={port}", str(REPO / "train.py"),
+                "fit", *args, "--trainer.strategy=ddp", "--trainer.num_nodes=2", "--trainer.devices=1",
+            ],
+            cwd=nodes, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for node in (0, 1)
+    ]
+    outputs = [launch.communicate(timeout=600) for launch in launches]
+    for launch, (_, stderr) in zip(launches, outputs):
+        assert launch.returncode == 0, stderr[-3000:]
+    (run_one,), (run_nodes,) = log_dirs(single), log_dirs(nodes)
+    assert read_csv(run_nodes / "pool.csv") == read_csv(run_one / "pool.csv")
+    # Lightning saw one world of 2 ranks, one on each node.
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in "".join(outputs[1])
+
+
+def test_a_rank_failing_to_extract_features_fails_the_run_with_its_number_and_cause(cli, tmp_path):
+    """An unreadable photo in rank 1's shard: both ranks stop with one line naming rank 1 and the file.
+
+    The cache is left unfinished (no description file), so the next run rebuilds it.
+    """
+    from tests.standins import PHOTO_RUN, write_colour_photos, write_seed_labels
+
+    truth = write_colour_photos(tmp_path)
+    write_seed_labels(tmp_path, truth)
+    broken = sorted(truth)[1]  # item 1: the ShardSampler gives rank 1 the odd items
+    (tmp_path / "photos" / broken).write_bytes(b"not a png")
+    args = [*TINY_RUN, *PHOTO_RUN, "--al.oracle=file", "--al.label_dir=team", "--model.freeze_backbone=true", "--data.feature_cache=cache", *TWO_RANKS]
+    result = cli(["fit", *args], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = next(line for line in result.stderr.splitlines() if line.startswith("error: extracting train features failed"))
+    assert "on 1 of 2 ranks (rank 1: CorruptImageError:" in line and broken.split("/")[-1] in line, line
+    assert not (tmp_path / "cache" / "train.json").exists()
