@@ -10,8 +10,12 @@ import torchvision
 import yaml
 
 from tests.conftest import TINY_RUN, log_dirs, read_csv
+from tests.reference_runs import finished_run
 
 pytestmark = pytest.mark.slow
+
+#: The embedded default's tiny run (BASE queries), run once for the two tests that read it.
+BASE_RUN = ["fit", *TINY_RUN, "--al.strategy=base"]
 
 
 def digits_at(image_size: int):
@@ -46,10 +50,10 @@ def plain_balance(labels: list[int], num_classes: int) -> tuple[list[int], float
     return counts, imbalance, entropy
 
 
-def test_fit_runs_every_round_and_writes_the_records(cli, tmp_path):
-    result = cli(["fit", *TINY_RUN, "--al.strategy=base"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = log_dirs(tmp_path)
+def test_fit_runs_every_round_and_writes_the_records(tmp_path_factory):
+    """pool.csv, rounds.csv, class_counts.csv, checkpoints and TensorBoard curves of a whole run,
+    checked against the dataset's own labels and the round checkpoints evaluated outside the project."""
+    run = finished_run(BASE_RUN, tmp_path_factory)  # exit 0, one run folder
     train_targets, test_images, test_targets = digits_at(16)  # TINY_RUN's --data.image_size
 
     # pool.csv: 20 initial indices (round 0), then 20 new ones per query, none of them held out.
@@ -91,13 +95,16 @@ def test_fit_runs_every_round_and_writes_the_records(cli, tmp_path):
     assert "al/labeled_classes" in events.Tags()["histograms"]
 
 
-def test_resumed_run_ends_with_the_same_pool(cli, tmp_path):
-    assert cli(["fit", *TINY_RUN], cwd=tmp_path).returncode == 0
-    (first,) = log_dirs(tmp_path)
-    result = cli(["fit", *TINY_RUN, f"--ckpt_path={first / 'checkpoints' / 'round-00.ckpt'}"], cwd=tmp_path)
+def test_resumed_run_ends_with_the_same_pool(cli, tmp_path, tmp_path_factory):
+    """A run started again from its round-0 checkpoint (a new run folder) queries the same points
+    and measures the same accuracies as the uninterrupted run, and leaves that run's files alone."""
+    first = finished_run(BASE_RUN, tmp_path_factory)  # the uninterrupted run (shared)
+    first_pool = (first / "pool.csv").read_text()
+    result = cli([*BASE_RUN, f"--ckpt_path={first / 'checkpoints' / 'round-00.ckpt'}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    resumed = log_dirs(tmp_path)[1]
-    assert (resumed / "pool.csv").read_text() == (first / "pool.csv").read_text()
+    (resumed,) = log_dirs(tmp_path)  # an explicit checkpoint: a new run folder, here
+    assert (first / "pool.csv").read_text() == first_pool
+    assert (resumed / "pool.csv").read_text() == first_pool
     first_rows, resumed_rows = read_csv(first / "rounds.csv"), read_csv(resumed / "rounds.csv")
     assert [r["test_acc_top1"] for r in resumed_rows] == [r["test_acc_top1"] for r in first_rows]
 

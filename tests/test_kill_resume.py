@@ -10,11 +10,13 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, TINY_RUN, log_dirs, read_csv
+from tests.conftest import REPO, log_dirs, read_csv
+from tests.reference_runs import MARGIN_RUN, finished_run
 
 pytestmark = pytest.mark.slow
 
-COMMAND = ["fit", *TINY_RUN, "--al.strategy=margin", "--al.rounds=3"]
+#: Rounds 0, 1 and 2: two queries, and round 2 still trains after the last kill.
+COMMAND = MARGIN_RUN
 
 
 def run_until(cwd, extra: list[str], trigger: str, delay: float = 0.0) -> str:
@@ -44,15 +46,16 @@ def table(run, name: str, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [tuple(r[c] for c in columns) for r in read_csv(run / name)]
 
 
-def test_a_run_killed_again_and_again_ends_with_the_uninterrupted_runs_pool(cli, tmp_path):
-    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    reference_dir.mkdir(), killed_dir.mkdir()
-    reference = cli(COMMAND, cwd=reference_dir)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    (reference_run,) = log_dirs(reference_dir)
+def test_a_run_killed_again_and_again_ends_with_the_uninterrupted_runs_pool(cli, tmp_path, tmp_path_factory):
+    """Killed three times (mid-query, mid-training, while a query is written out), then resumed to its
+    end: the pool and the rounds are those of the same command run once without interruption."""
+    reference_run = finished_run(COMMAND, tmp_path_factory)  # the uninterrupted run (shared)
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
 
     # During round 1's query (the line after round 0's test), then in the middle of round 1's
-    # training, then while round 2's query is written out (query file, pool, records, checkpoint).
+    # training, then while round 2's query is written out (query file, pool, records, checkpoint);
+    # the last command resumes from there and trains round 2.
     run_until(killed_dir, [], trigger="[al] round 0: 20 labels")
     run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 1: labeled", delay=1.0)
     run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 2: margin picked")

@@ -5,26 +5,25 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY_RUN, log_dirs, read_csv
+from tests.reference_runs import MARGIN_RUN, finished_run
 from tests.standins import PHOTO_RUN, write_colour_photos, write_seed_labels
 from tests.test_cli import digits_at
 
 pytestmark = pytest.mark.slow
-
-MARGIN = [*TINY_RUN, "--al.strategy=margin"]
 
 
 def pool_rows(run) -> list[tuple[str, str, str]]:
     return [(r["index"], r["round"], r["label"]) for r in read_csv(run / "pool.csv")]
 
 
-def test_a_file_oracle_run_pauses_for_labels_refuses_bad_ones_and_ends_as_the_simulated_run(cli, tmp_path):
-    simulated_dir, human_dir = tmp_path / "simulated", tmp_path / "human"
-    simulated_dir.mkdir(), human_dir.mkdir()
-    reference = cli(["fit", *MARGIN], cwd=simulated_dir)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    (reference_run,) = log_dirs(simulated_dir)
+def test_a_file_oracle_run_pauses_for_labels_refuses_bad_ones_and_ends_as_the_simulated_run(cli, tmp_path, tmp_path_factory):
+    """The file oracle pauses at each query, waits, refuses a bad labels file (every problem named,
+    nothing applied), and once given the true labels ends with the simulated run's very pool."""
+    reference_run = finished_run(MARGIN_RUN, tmp_path_factory)  # the same command, simulated oracle (shared)
+    human_dir = tmp_path / "human"
+    human_dir.mkdir()
     targets, _, _ = digits_at(16)  # what a careful annotator would answer
-    command = ["fit", *MARGIN, "--al.oracle=file", "--al.label_dir=team"]
+    command = [*MARGIN_RUN, "--al.oracle=file", "--al.label_dir=team"]
     team = human_dir / "team"
 
     # Round 0 trains on the initial pool, then the first query goes out and the run stops, exit 0.

@@ -76,7 +76,12 @@ def test_digests_follow_content_not_identity():
 
 # -- runs ------------------------------------------------------------------------------------
 #: A frozen trunk and a head that does not move (lr 0): the features alone decide the picks.
-FROZEN = [*TINY_RUN, "--model.freeze_backbone=true", "--model.lr=0", "--model.momentum=0", "--model.weight_decay=0", "--al.strategy=margin"]
+#: Training cannot change anything, so one epoch and one query (of 20 among the ~1,275
+#: unlabeled digits, after round 0's test) are enough to compare picks and accuracies.
+FROZEN = [
+    *TINY_RUN, "--model.freeze_backbone=true", "--model.lr=0", "--model.momentum=0", "--model.weight_decay=0",
+    "--al.strategy=margin", "--al.rounds=1", "--al.max_epochs=1",
+]  # fmt: skip
 
 
 def pool_and_accuracy(run) -> tuple[list, list]:
@@ -85,6 +90,8 @@ def pool_and_accuracy(run) -> tuple[list, list]:
 
 @pytest.mark.slow
 def test_a_cached_run_selects_what_an_uncached_run_selects_and_a_second_run_reuses_the_cache(cli, tmp_path):
+    """Same pool and test accuracies with and without the cache; a second run reuses it; another
+    image size rebuilds it, naming the change; and the cache is then a ``features`` dataset."""
     plain, cached, again, changed = (tmp_path / d for d in ("plain", "cached", "again", "changed"))
     for d in (plain, cached, again, changed):
         d.mkdir()
@@ -119,7 +126,10 @@ def test_a_cache_needs_a_frozen_trunk(cli, tmp_path):
 
 @pytest.mark.slow
 def test_the_head_may_train_on_augmented_images_while_the_query_reads_the_cache(cli, tmp_path):
-    args = ["fit", *TINY_RUN, "--model.freeze_backbone=true", "--al.rounds=1", f"--data.feature_cache={tmp_path / 'cache'}"]
+    """``--data.feature_cache_train=augmented``: the head trains on augmented images through the
+    trunk (one epoch per round goes through that path) while the cache is built for the other
+    splits and the query reads it; the round's labels are applied."""
+    args = ["fit", *TINY_RUN, "--model.freeze_backbone=true", "--al.rounds=1", "--al.max_epochs=1", f"--data.feature_cache={tmp_path / 'cache'}"]
     result = cli([*args, "--data.feature_cache_train=augmented"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "extracting train (1438 items)" in result.stderr

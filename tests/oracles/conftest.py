@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -50,61 +51,111 @@ def _tail(path: Path, n: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
 
-@pytest.fixture(scope="session")
-def labelstudio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A Label Studio server on a free local port with its data in a temporary folder: (url, token).
+class _Server:
+    """A ``label-studio start`` launched in the background, with its data in a temporary folder."""
 
-    Skipped where no server is installed, except under CI (env ``CI``), where that fails.
-    """
+    def __init__(self, executable: str) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="labelstudio-"))
+        self.log_path = self.data_dir / "server.log"
+        self.url, self.token = f"http://127.0.0.1:{_free_port()}", secrets.token_hex(20)
+        env = {
+            **os.environ,
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+            # 1.23 accepts only personal access tokens (JWT) unless legacy tokens are on; --user-token is one.
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LATEST_VERSION_CHECK": "false",  # else it asks pypi.org at start
+            "COLLECT_ANALYTICS": "false",
+        }
+        command = [
+            executable, "start", "--no-browser",
+            "--internal-host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
+            "--data-dir", str(self.data_dir),
+            "--username", "annotator@example.com", "--password", secrets.token_hex(8),
+            "--user-token", self.token, "--enable-legacy-api-token",
+        ]  # fmt: skip
+        self.started = time.monotonic()
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_until_healthy(self) -> None:
+        """Return once it answers /health; fail if it exits first or stays silent too long."""
+        # The timeout runs from when a test first waits: the server may have started long before,
+        # while other tests kept the cores busy.
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _healthy(self.url):
+            if self.process.poll() is not None:
+                pytest.fail(f"Label Studio exited with {self.process.returncode} before it answered:\n{_tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"Label Studio did not answer {self.url}/health within {STARTUP_TIMEOUT:.0f} s:\n{_tail(self.log_path)}")
+            time.sleep(1)
+        print(f"Label Studio answered at {self.url} {time.monotonic() - self.started:.0f} s after it was started")
+
+    def stop(self) -> None:
+        # The process group: `label-studio start` may run the web server in a child.
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+#: The session's server, once started (at most one per session).
+_server: Optional[_Server] = None
+
+
+def _available_executable() -> Optional[str]:
     executable = _server_executable()
     if executable is None or not (os.path.exists(executable) or shutil.which(executable)):
+        return None
+    return executable
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the server as soon as the tests are known, if any of them needs it: its ~1-1.5 min
+    start-up (migrations, then Django) overlaps the tests that run before the first of them."""
+    global _server
+    if session.config.option.collectonly or _server is not None:
+        return
+    if any("labelstudio_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        executable = _available_executable()
+        if executable is not None:
+            _server = _Server(executable)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None
+
+
+@pytest.fixture(scope="session")
+def labelstudio_server() -> Iterator[tuple[str, str]]:
+    """A Label Studio server on a free local port with its data in a temporary folder: (url, token).
+
+    Started once per session, in the background as soon as collection ends (see
+    :func:`pytest_collection_finish`), else by the first test that asks; stopped when the
+    session ends. Skipped where no server is installed, except under CI (env ``CI``), where
+    that fails.
+    """
+    global _server
+    executable = _available_executable()
+    if executable is None:
         message = (
-            f"no Label Studio server ({executable or 'label-studio'} not found): "
+            f"no Label Studio server ({_server_executable() or 'label-studio'} not found): "
             "python3 -m venv .labelstudio-venv && .labelstudio-venv/bin/pip install label-studio, or set LABEL_STUDIO_BIN"
         )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    data_dir = tmp_path_factory.mktemp("labelstudio")
-    log_path = data_dir / "server.log"
-    url, token = f"http://127.0.0.1:{_free_port()}", secrets.token_hex(20)
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        # 1.23 accepts only personal access tokens (JWT) unless legacy tokens are on; --user-token is one.
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LATEST_VERSION_CHECK": "false",  # else it asks pypi.org at start
-        "COLLECT_ANALYTICS": "false",
-    }
-    command = [
-        executable, "start", "--no-browser",
-        "--internal-host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
-        "--data-dir", str(data_dir),
-        "--username", "annotator@example.com", "--password", secrets.token_hex(8),
-        "--user-token", token, "--enable-legacy-api-token",
-    ]  # fmt: skip
-    started = time.monotonic()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        while not _healthy(url):
-            if server.poll() is not None:
-                pytest.fail(f"Label Studio exited with {server.returncode} before it answered:\n{_tail(log_path)}")
-            if time.monotonic() - started > STARTUP_TIMEOUT:
-                pytest.fail(f"Label Studio did not answer {url}/health within {STARTUP_TIMEOUT:.0f} s:\n{_tail(log_path)}")
-            time.sleep(1)
-        print(f"Label Studio answered at {url} after {time.monotonic() - started:.0f} s")
-        yield url, token
-    finally:
-        # The process group: `label-studio start` may run the web server in a child.
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    if _server is None:
+        _server = _Server(executable)
+    _server.wait_until_healthy()
+    yield _server.url, _server.token
 
 
 QueryMaker = Callable[..., Query]
