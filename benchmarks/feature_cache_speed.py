@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -365,7 +366,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> tuple[Settings, dict[str,
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     name = args.name or f"{args.device}{os.cpu_count()}"
-    header = {"machine": machine(), "load_before": load(), "note": args.note, "command": " ".join(["python", *sys.argv])}
+    header = {"machine": machine(), "load_before": load(), "note": args.note, "command": shlex.join(["python", *sys.argv])}
     started = time.perf_counter()
     if args.workdir is None:
         with tempfile.TemporaryDirectory() as work:
