@@ -154,7 +154,6 @@ class BalancedSelectionReducer(Reducer):
     def update(self, chunk: PoolOutputs) -> None:
         if len(chunk) == 0:
             return
-        check_finite(chunk.logits, "logits", chunk.index)
         logits, index = chunk.logits, chunk.index
         if not (
             self.classes is None
@@ -162,9 +161,11 @@ class BalancedSelectionReducer(Reducer):
             and logits.dim() == 2
             and ranking_dtype(logits, self.inverse) == self.inverse.dtype
         ):
+            check_finite(logits, "logits", index)
             self._update_dense(logits, index)
             return
         if not self.candidates.full:
+            check_finite(logits, "logits", index)
             # Fill the lists from the first rows only: the rest of the block takes the cheaper path.
             head = max(_FILL_ROWS, 4 * self.candidates.depth)
             self._update_dense(logits[:head], index[:head])
@@ -217,22 +218,22 @@ class BalancedSelectionReducer(Reducer):
                 torch.empty(rows, num_classes, dtype=logits.dtype),
                 torch.arange(num_classes, dtype=logits.dtype),
             )
-        top = logits.amax(dim=1, keepdim=True)
-        zero_top = bool((top == 0).any())
         above = self._above()
         found: list[tuple[Tensor, Tensor, Tensor]] = []
         count = 0
         for start in range(0, n, rows):
             block = logits[start : start + rows]
+            if not bool(torch.isfinite(block.sum())):  # check_finite's test, a piece at a time, in cache
+                check_finite(block, "logits", ids[start : start + rows])
             size = block.shape[0]
             distances, scratch = (b[:size] for b in self._buffers[:2])
-            block_top = top[start : start + size]
-            torch.sub(block_top, block, out=distances)
+            top = block.amax(dim=1, keepdim=True)
+            torch.sub(top, block, out=distances)
             torch.sign(distances, out=scratch)
             torch.add(self._buffers[2], scratch, alpha=num_classes, out=scratch)
             predicted = scratch.amin(dim=1, keepdim=True).long()
-            if zero_top:
-                zero = (block_top[:, 0] == 0).nonzero().squeeze(1)
+            zero = (top[:, 0] == 0).nonzero().squeeze(1)
+            if zero.numel():
                 distances[zero] = block[zero].gather(1, predicted[zero]) - block[zero]
             distances.mul_(torch.index_select(inverse, 0, predicted[:, 0], out=scratch))
             distances.scatter_(1, predicted, torch.inf)

@@ -83,13 +83,14 @@ class RankOneBounds:
 
     #: Largest median ‖E‖/‖X‖ over the sampled rows for a split to be used.
     TOLERANCE = 1e-5
-    #: Rows per block when factorising.
-    ROWS = 8192
+    #: Rows per block when factorising (float64 temporaries that stay in cache).
+    ROWS = 1024
 
     def __init__(
         self, u: Tensor, v: Tensor, coefficient: Tensor, size: Tensor, residual: Tensor, norm: Tensor, dim: int
     ) -> None:
-        self.u, self.v = u, v
+        # Stored transposed, (h, n) and (w, n): a vector times them streams over the points.
+        self.u, self.v = u.T.contiguous(), v.T.contiguous()
         self.coefficient = coefficient  # γ_P·‖X‖ + ‖E‖, multiplies ‖X'‖
         self.size = size  # ‖U‖·‖V‖, rounded up
         self.residual = residual  # ‖E‖, rounded up
@@ -122,17 +123,12 @@ class RankOneBounds:
             return None
         sample = points[: min(n, 256)]
         scale = torch.linalg.vector_norm(sample.double(), dim=1).clamp_min(1e-300)
-        best = None
-        for h in range(2, dim // 2 + 1):
-            w = dim // h
-            if h * w != dim:
-                continue
-            error = cls._factor(sample, h, w)[2]
-            if float((error / scale).median()) <= cls.TOLERANCE and (best is None or h + w < sum(best)):
-                best = (h, w)
-        if best is None:
+        splits = sorted(((h, dim // h) for h in range(2, dim // 2 + 1) if dim % h == 0), key=sum)
+        for h, w in splits:  # the cheapest split that factors the sampled rows
+            if float((cls._factor(sample, h, w)[2] / scale).median()) <= cls.TOLERANCE:
+                break
+        else:
             return None
-        h, w = best
         u = torch.empty(n, h, device=points.device)
         v = torch.empty(n, w, device=points.device)
         error = torch.empty(n, dtype=torch.float64, device=points.device)
@@ -165,7 +161,7 @@ class RankOneBounds:
         ``cut`` is fl(ROUNDING·(‖x‖² + ‖c‖²)), the plain computation's own: at or below it a
         distance is set to 0.
         """
-        approx = torch.mv(self.u, self.u[pick]).mul_(torch.mv(self.v, self.v[pick]))
+        approx = (self.u[:, pick] @ self.u).mul_(self.v[:, pick] @ self.v)
         scale = sq + sq[pick]  # as expanded_sq_distances computes ‖x‖² + ‖c‖²
         cut = ROUNDING * scale  # at or below it, a distance is 0
         slack = self.coefficient * self.norm[pick]

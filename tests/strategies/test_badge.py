@@ -356,7 +356,7 @@ def test_seeding_pooled_embeddings_measures_few_points_and_draws_the_same(labele
     x, y = pooled_embeddings(4000, labeled)
     centres = y if labeled else None
     bounds = partitioned_badge_module.RankOneBounds.build(aligned_rows(x), x.square().sum(1))
-    assert bounds is not None and bounds.u.shape[1] + bounds.v.shape[1] == 16 + 32
+    assert bounds is not None and bounds.u.shape[0] + bounds.v.shape[0] == 16 + 32
     measured = counting_rowdots(monkeypatch)
     chosen = seed_partition(x, centres, 200, torch.Generator().manual_seed(2)).tolist()
     monkeypatch.undo()

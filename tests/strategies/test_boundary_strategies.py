@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from al_lightning.errors import ConfigurationError
 from al_lightning.quotas import even_shares
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.balanced_selection import BalancedSelection, merge_sorted_keys, sparse_nonzero
@@ -200,6 +201,11 @@ def test_base_cpu_path_keeps_the_dense_paths_candidates_bit_for_bit(monkeypatch,
             dense_picks = build("base").select(out, budget)
         assert torch.equal(fast, dense)
         assert torch.equal(build("base").select(out, budget), dense_picks)
+    for bad in (torch.nan, torch.inf, -torch.inf):  # refused on the CPU path too, naming the point
+        broken = logits.clone()
+        broken[1777, 3] = bad
+        with pytest.raises(ConfigurationError, match="1777"):
+            build("base").select(PoolOutputs(index=out.index, logits=broken, weight=weight), 30)
 
 
 def test_first_argmax_is_argmax():
