@@ -24,7 +24,10 @@ below call the library's distance primitives (the same initial blocked distances
 "pass" row measures both), so that both sides see the same distances bit for bit; only the
 skipping differs. Both include the initial distances to the labeled set, an O(N·M·d/p)
 matrix product that no pick skips: the table gives each side's ("initial s"), and the ratio
-of what is left. Results go to benchmarks/results/select_exact_speed_<name>.md and .jsonl.
+of what is left. Partitioned BADGE's sides also both compute the pooled gradient embeddings
+of every point (O(N·(C + d)), in float64): a line after the table gives that time too and
+the ratio of what is left after both shared parts. Results go to
+benchmarks/results/select_exact_speed_<name>.md and .jsonl.
 """
 
 from __future__ import annotations
