@@ -12,14 +12,14 @@ from al_lightning.strategies.boundary import class_boundary_distances, inverse_d
 from al_lightning.strategies.outputs import PoolOutputs, check_finite
 from al_lightning.strategies.ranking import (
     EMPTY_KEY,
-    ranking_dtype,
-    sparse_nonzero,
     key_ids,
     key_scores,
     key_words,
+    ranking_dtype,
     score_keys,
     smallest_keys,
     sort_keys,
+    sparse_nonzero,
 )
 from al_lightning.strategies.reducers import Reducer
 from al_lightning.strategies.registry import register
