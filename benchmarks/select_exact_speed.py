@@ -24,7 +24,10 @@ below call the library's distance primitives (the same initial blocked distances
 "pass" row measures both), so that both sides see the same distances bit for bit; only the
 skipping differs. Both include the initial distances to the labeled set, an O(N·M·d/p)
 matrix product that no pick skips: the table gives each side's ("initial s"), and the ratio
-of what is left. Results go to benchmarks/results/select_exact_speed_<name>.md and .jsonl.
+of what is left. Partitioned BADGE's sides also both compute the pooled gradient embeddings
+of every point (O(N·(C + d)), in float64): a line after the table gives that time too and
+the ratio of what is left after both shared parts. Results go to
+benchmarks/results/select_exact_speed_<name>.md and .jsonl.
 """
 
 from __future__ import annotations
@@ -163,21 +166,26 @@ def plain_partitioned_badge(out: PoolOutputs, budget: int, seed: int, parts: int
 
 
 @contextlib.contextmanager
-def timed_initial(module: object, name: str, spent: dict):
-    """Add the seconds spent in ``module.name`` (the initial distances to the labeled set) to ``spent["initial"]``."""
-    original = getattr(module, name)
+def timed_initial(module: object, names: tuple[str, ...], spent: dict, key: str = "initial"):
+    """Add the seconds spent in ``module.<name>`` for each of ``names`` (e.g. the initial distances to the labeled set) to ``spent[key]``."""
+    originals = {name: getattr(module, name) for name in names}
 
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        value = original(*args, **kwargs)
-        spent["initial"] += time.perf_counter() - start
-        return value
+    def timer(original):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            value = original(*args, **kwargs)
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+            return value
 
-    setattr(module, name, timed)
+        return timed
+
+    for name, original in originals.items():
+        setattr(module, name, timer(original))
     try:
         yield
     finally:
-        setattr(module, name, original)
+        for name, original in originals.items():
+            setattr(module, name, original)
 
 
 def first_difference(a: torch.Tensor, b: torch.Tensor) -> Optional[int]:
@@ -274,13 +282,17 @@ def check_partitioned(
     plain(warm, parts * 2, args.seed, parts, {"initial": 0.0})
     ours_spent, spent = {"initial": 0.0}, {"initial": 0.0}
     initial = (
-        (coreset_module, "nearest_centre_sq_distances")
+        (coreset_module, ("nearest_centre_sq_distances",))
         if check == "partitioned_coreset"
-        else (partitioned_badge_module, "nearest_centres")
+        else (partitioned_badge_module, ("nearest_centres", "nearest_centre_sq_distances"))
     )
-    with timed_initial(*initial, ours_spent):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(timed_initial(*initial, ours_spent))
+        if check == "partitioned_badge":  # both sides embed the same points the same way
+            stack.enter_context(timed_initial(partitioned_badge_module, ("pooled_gradient_embedding",), ours_spent, "embed"))
         ours, ours_s = clock(lambda: strategy.select(out, budget))
-    reference, plain_s = clock(lambda: plain(out, budget, args.seed, parts, spent))
+    with timed_initial(sys.modules[__name__], ("pooled_gradient_embedding",), spent, "embed"):
+        reference, plain_s = clock(lambda: plain(out, budget, args.seed, parts, spent))
     diff = first_difference(ours, reference)
     rest = (plain_s - spent["initial"]) / max(1e-9, ours_s - ours_spent["initial"])
     result = row(
@@ -299,6 +311,10 @@ def check_partitioned(
         ours_initial_s=ours_spent["initial"],
         ratio_after_initial=rest,
     )
+    if check == "partitioned_badge":
+        shared, ours_shared = spent["initial"] + spent["embed"], ours_spent["initial"] + ours_spent["embed"]
+        result["embed_s"], result["ours_embed_s"] = spent["embed"], ours_spent["embed"]
+        result["ratio_after_shared"] = (plain_s - shared) / max(1e-9, ours_s - ours_shared)
     if check == "partitioned_coreset":  # is the plain pass handicapped? one RowDots pass against one torch.mv
         part = aligned_rows(out.features[: n // parts].to(torch.float32).contiguous())
         dots = RowDots(part.shape[1], part.device)
@@ -367,6 +383,13 @@ def main() -> None:
             f"{r['target']} | {same} | {initial} | {after} |"
         )
     for r in rows:
+        if "embed_s" in r:
+            lines += [
+                "",
+                f"{r['check']}: both sides also embed the points (pooled gradient embeddings): "
+                f"{r['ours_embed_s']:.2f} s ours, {r['embed_s']:.2f} s reference; "
+                f"after the initial distances and the embedding, {r['ratio_after_shared']:.1f}× faster.",
+            ]
         if "pass_rowdots_s" in r:
             lines += [
                 "",

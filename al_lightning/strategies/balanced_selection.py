@@ -15,9 +15,11 @@ from al_lightning.strategies.ranking import (
     key_ids,
     key_scores,
     key_words,
+    ranking_dtype,
     score_keys,
     smallest_keys,
     sort_keys,
+    sparse_nonzero,
 )
 from al_lightning.strategies.reducers import Reducer
 from al_lightning.strategies.registry import register
@@ -25,23 +27,12 @@ from al_lightning.strategies.strategy import StreamingStrategy
 
 #: Above this share of (point, class) pairs passing the thresholds, a block is merged densely.
 _DENSE_SHARE = 0.125
-
-
-def sparse_nonzero(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """``mask.nonzero(as_tuple=True)`` of a 2-D boolean mask with few True entries, about eight times faster.
-
-    The mask's bytes are read as 64-bit words: ``nonzero`` runs over an eighth as many
-    elements, and only the words holding a True byte are looked at byte by byte. Same
-    positions, same (row-major) order.
-    """
-    flat = mask.contiguous().view(-1)
-    if flat.numel() % 8 or flat.numel() == 0:
-        return mask.nonzero(as_tuple=True)
-    bytes_ = flat.view(torch.uint8)
-    words = bytes_.view(torch.int64).nonzero().squeeze(1)
-    within = bytes_.view(-1, 8)[words].nonzero(as_tuple=True)
-    positions = words[within[0]] * 8 + within[1]
-    return positions // mask.shape[1], positions % mask.shape[1]
+#: Bytes of logits per piece on the CPU path: a few such buffers stay in cache.
+_CACHE_BYTES = 2 << 20
+#: Rows (at least; 4 × depth if more) that fill the candidate lists on the dense path before the CPU path.
+_FILL_ROWS = 512
+#: Passing entries that the CPU path folds in at once, so that the thresholds tighten.
+_FOLD_ENTRIES = 1 << 15
 
 
 def merge_sorted_keys(old: Tensor, new: Tensor, depth: int) -> Tensor:
@@ -99,7 +90,13 @@ class ClassCandidates:
                 self._merge_rows(torch.arange(self.keys.shape[0]), block)
                 return
             rows, classes = passing.nonzero(as_tuple=True)
-        keys = score_keys(distances[rows, classes], ids[rows])
+        self.add(classes, distances[rows, classes], ids[rows])
+
+    def add(self, classes: Tensor, distances: Tensor, ids: Tensor) -> None:
+        """Fold in single (class, distance, id) entries, in any order (those beyond a class's list change nothing)."""
+        if classes.numel() == 0:
+            return
+        keys = score_keys(distances.to(self.thresholds.dtype), ids)
         # Group the new keys by class, ascending; keep at most `depth` per class.
         order = sort_keys(keys)[1]
         order = order[torch.argsort(classes[order], stable=True)]
@@ -152,15 +149,117 @@ class BalancedSelectionReducer(Reducer):
         self.quotas = quotas
         self.classes = classes
         self.candidates = ClassCandidates(len(classes) if classes is not None else len(quotas), depth, inverse.dtype)
+        self._buffers: Optional[tuple[Tensor, Tensor, Tensor]] = None
 
     def update(self, chunk: PoolOutputs) -> None:
         if len(chunk) == 0:
             return
-        check_finite(chunk.logits, "logits", chunk.index)
-        distances = class_boundary_distances(chunk.logits, self.inverse)
+        logits, index = chunk.logits, chunk.index
+        if not (
+            self.classes is None
+            and logits.device.type == "cpu"
+            and logits.dim() == 2
+            and ranking_dtype(logits, self.inverse) == self.inverse.dtype
+        ):
+            check_finite(logits, "logits", index)
+            self._update_dense(logits, index)
+            return
+        if not self.candidates.full:
+            check_finite(logits, "logits", index)
+            # Fill the lists from the first rows only: the rest of the block takes the cheaper path.
+            head = max(_FILL_ROWS, 4 * self.candidates.depth)
+            self._update_dense(logits[:head], index[:head])
+            logits, index = logits[head:], index[head:]
+        if logits.shape[0] == 0:
+            return
+        if self.candidates.full:
+            self._update_in_cache(logits, index)
+        else:
+            self._update_dense(logits, index)
+
+    def _update_dense(self, logits: Tensor, index: Tensor) -> None:
+        distances = class_boundary_distances(logits, self.inverse)
         if self.classes is not None:
             distances = distances[:, self.classes]
-        self.candidates.update(distances, chunk.index)
+        self.candidates.update(distances, index)
+
+    def _update_in_cache(self, logits: Tensor, ids: Tensor) -> None:
+        """:meth:`update` on CPU once every list is full: the same distances and test, in cache-sized pieces.
+
+        :func:`~al_lightning.strategies.boundary.class_boundary_distances` on a whole block makes
+        several block-sized temporaries, each written to memory and read back (each fresh one
+        paid in page faults too), and three of its steps (``argmax``, the comparison with the
+        thresholds, which makes a bool mask, and ``nonzero`` on it) cost several float passes
+        each on CPU. Here the block is taken :data:`_CACHE_BYTES` of logits at a time through
+        buffers kept between blocks, and those steps are done with float arithmetic and
+        row reductions, exactly:
+
+        - the predicted class p is the first position of the row's ``amax`` (argmax's
+          definition: equal values, +0.0 and −0.0 included, count as the maximum), where
+          ``amax − z`` is ±0: the smallest of sign(amax − z)·C + c over the row's columns c
+          (small integers, exact in floats);
+        - the gaps z_p − z_c are ``amax − z`` itself (the same subtraction of the same
+          values), except in a row whose maximum is a zero, where the sign of a zero gap
+          could differ: those rows take the gathered z_p, as the dense path;
+        - d ≤ t, with t the class's threshold, is d − t⁺ < 0 with t⁺ the next float above t
+          (the sign of a difference of two floats is exact, and no float lies between t and
+          t⁺); rows whose smallest d − t⁺ is negative are the few looked at entry by entry.
+
+        Then the same products, nearest boundary and values as the dense path, bit for bit;
+        the passing entries of all the pieces are folded in together.
+        """
+        inverse = self.inverse
+        logits = logits.detach().to(inverse.dtype)
+        n, num_classes = logits.shape
+        rows = max(8, min(n, _CACHE_BYTES // (logits.element_size() * max(1, num_classes))))
+        if self._buffers is None or self._buffers[0].shape[0] < rows or self._buffers[0].dtype != logits.dtype:
+            self._buffers = (
+                torch.empty(rows, num_classes, dtype=logits.dtype),
+                torch.empty(rows, num_classes, dtype=logits.dtype),
+                torch.arange(num_classes, dtype=logits.dtype),
+            )
+        above = self._above()
+        found: list[tuple[Tensor, Tensor, Tensor]] = []
+        count = 0
+        for start in range(0, n, rows):
+            block = logits[start : start + rows]
+            if not bool(torch.isfinite(block.sum())):  # check_finite's test, a piece at a time, in cache
+                check_finite(block, "logits", ids[start : start + rows])
+            size = block.shape[0]
+            distances, scratch = (b[:size] for b in self._buffers[:2])
+            top = block.amax(dim=1, keepdim=True)
+            torch.sub(top, block, out=distances)
+            torch.sign(distances, out=scratch)
+            torch.add(self._buffers[2], scratch, alpha=num_classes, out=scratch)
+            predicted = scratch.amin(dim=1, keepdim=True).long()
+            zero = (top[:, 0] == 0).nonzero().squeeze(1)
+            if zero.numel():
+                distances[zero] = block[zero].gather(1, predicted[zero]) - block[zero]
+            distances.mul_(torch.index_select(inverse, 0, predicted[:, 0], out=scratch))
+            distances.scatter_(1, predicted, torch.inf)
+            distances.scatter_(1, predicted, distances.amin(dim=1, keepdim=True))
+            torch.sub(distances, above, out=scratch)
+            candidates = (scratch.amin(dim=1) < 0).nonzero().squeeze(1)
+            if candidates.numel() == 0:
+                continue
+            within, classes = sparse_nonzero(scratch[candidates] < 0)
+            passing = candidates[within]
+            found.append((classes, distances[passing, classes], passing + start))
+            count += classes.numel()
+            if count >= _FOLD_ENTRIES:  # many pass (early blocks): tighten the thresholds now
+                self._fold(found, ids)
+                found, count, above = [], 0, self._above()
+        self._fold(found, ids)
+
+    def _above(self) -> Tensor:
+        """The next float above each class's threshold: d ≤ t exactly when d − t⁺ < 0."""
+        thresholds = self.candidates.thresholds
+        return torch.nextafter(thresholds, torch.full_like(thresholds, torch.inf))
+
+    def _fold(self, found: list[tuple[Tensor, Tensor, Tensor]], ids: Tensor) -> None:
+        if found:
+            classes, distances, positions = (torch.cat(parts) for parts in zip(*found))
+            self.candidates.add(classes, distances, ids.cpu()[positions])
 
     def state(self) -> Tensor:
         return self.candidates.keys.clone()

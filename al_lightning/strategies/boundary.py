@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.ranking import ranking_dtype
+from al_lightning.strategies.ranking import first_argmax, ranking_dtype
 
 
 def weight_distance_table(weight: Tensor) -> Tensor:
@@ -55,8 +55,8 @@ def pairwise_boundary_distances(logits: Tensor, inverse: Tensor) -> tuple[Tensor
     """
     dtype = ranking_dtype(logits, inverse)
     logits = logits.detach().to(dtype)
-    # argmax and a gather: max's values and (first) indices, faster than max(dim=1).
-    predicted = logits.argmax(dim=1)
+    # The first maximum and a gather: max's values and (first) indices, faster than max(dim=1).
+    predicted = first_argmax(logits)
     top = logits.gather(1, predicted[:, None])
     distances = top - logits
     distances.mul_(inverse.to(logits.device, dtype).index_select(0, predicted))

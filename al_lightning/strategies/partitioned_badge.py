@@ -14,6 +14,7 @@ from al_lightning.strategies.distances import (
     RowDots,
     aligned_rows,
     expanded_sq_distances,
+    nearest_centre_sq_distances,
     nearest_centres,
     row_sq_norms,
 )
@@ -48,6 +49,127 @@ def skip_slack(dim: int) -> float:
     return 2.0 * ((2 * dim + 8) * 2.0**-24 + ROUNDING)
 
 
+#: Unit roundoff of float32.
+_U32 = 2.0**-24
+
+
+def _gamma(terms: int) -> float:
+    """γ_k = k·u/(1 − k·u): |computed − exact| ≤ γ_k·Σ|terms| for a float32 sum of k products, in any order."""
+    return terms * _U32 / (1 - terms * _U32)
+
+
+class RankOneBounds:
+    """Certified bounds on each point's squared distance to a new centre, from a rank-one factorisation of the embeddings.
+
+    A pooled gradient embedding is the flattened (h, w) outer product of the class-bin means
+    of δ and the feature-bin means of h (:func:`~al_lightning.strategies.gradient_embedding.pool_outer`),
+    stored in float32: each row X of ``points`` is U ⊗ V + E with U (h,) and V (w,) read off X
+    (V its row and U its column through the largest entry, over that entry) and E, the rounding
+    left over, measured (‖E‖ in float64, rounded up). Then ⟨X, X'⟩ = ⟨U, U'⟩·⟨V, V'⟩ + ⟨E, X'⟩
+    + ⟨U ⊗ V, E'⟩, so h + w products per point give the inner product with a new centre to
+    within δ = γ_P·‖X‖·‖X'‖ (how far float32 can take the P-term product, any order)
+    + ‖E‖·‖X'‖ + ‖U‖‖V‖·‖E'‖ + (γ_h + γ_w + 2u)·‖U‖‖V‖·‖U'‖‖V'‖ (the short products' rounding),
+    and the squared distance as the plain seeding computes it, fl(fl(‖x‖² + ‖c‖²) − 2·fl(x·c)),
+    to within 2δ + 2.01u·(‖x‖² + ‖c‖²) (and, should values underflow, a few hundred times the
+    smallest subnormal: each operation may lose half of one). A point whose lower bound is above its current
+    nearest distance (and above the :data:`~al_lightning.strategies.distances.ROUNDING`
+    cut-off, below which a distance becomes 0) cannot move, whatever the rounding. Rows that
+    are not rank-one (any other data) only get large residuals, hence no skipping: never a
+    wrong one. :meth:`build` returns None when no (h, w) split of P with h, w ≥ 2 leaves
+    small residuals.
+    """
+
+    #: Largest median ‖E‖/‖X‖ over the sampled rows for a split to be used.
+    TOLERANCE = 1e-5
+    #: Rows per block when factorising (float64 temporaries that stay in cache).
+    ROWS = 1024
+
+    def __init__(
+        self, u: Tensor, v: Tensor, coefficient: Tensor, size: Tensor, residual: Tensor, norm: Tensor, dim: int
+    ) -> None:
+        # Stored transposed, (h, n) and (w, n): a vector times them streams over the points.
+        self.u, self.v = u.T.contiguous(), v.T.contiguous()
+        self.coefficient = coefficient  # γ_P·‖X‖ + ‖E‖, multiplies ‖X'‖
+        self.size = size  # ‖U‖·‖V‖, rounded up
+        self.residual = residual  # ‖E‖, rounded up
+        self.norm = norm  # ‖X‖, rounded up
+        self.short = 1.01 * (_gamma(u.shape[1]) + _gamma(v.shape[1]) + 2 * _U32)
+        # Underflow: each float32 operation may also be off by half the smallest subnormal. The
+        # factors' entries are at most 1 in U (over the largest entry), ‖U‖ ≤ √h.
+        h, w = u.shape[1], v.shape[1]
+        self.tiny = 2.0**-149 * (2 * dim + 4 * (h + w) * (1 + h) + 64)
+
+    @staticmethod
+    def _factor(block: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        grid = block.double().view(-1, h, w)
+        rows = torch.arange(grid.shape[0], device=grid.device)
+        flat = grid.abs().view(grid.shape[0], -1).argmax(dim=1)
+        r, c = flat // w, flat % w
+        pivot = grid[rows, r, c]
+        u = torch.where(pivot[:, None] != 0, grid[rows, :, c] / pivot[:, None], 0.0).float()
+        v = grid[rows, r, :].float()
+        residual = (grid - u.double()[:, :, None] * v.double()[:, None, :]).flatten(1)
+        # float64 products of float32 factors are exact; the subtraction rounds by 2^-53 of ‖X‖ at most.
+        error = torch.linalg.vector_norm(residual, dim=1) + 2.0**-50 * torch.linalg.vector_norm(grid.flatten(1), dim=1)
+        size = torch.linalg.vector_norm(u.double(), dim=1) * torch.linalg.vector_norm(v.double(), dim=1)
+        return u, v, error, size
+
+    @classmethod
+    def build(cls, points: Tensor, sq: Tensor) -> Optional["RankOneBounds"]:
+        n, dim = points.shape
+        if points.dtype != torch.float32 or sq.dtype != torch.float32 or n == 0:
+            return None
+        sample = points[: min(n, 256)]
+        scale = torch.linalg.vector_norm(sample.double(), dim=1).clamp_min(1e-300)
+        splits = sorted(((h, dim // h) for h in range(2, dim // 2 + 1) if dim % h == 0), key=sum)
+        for h, w in splits:  # the cheapest split that factors the sampled rows
+            if float((cls._factor(sample, h, w)[2] / scale).median()) <= cls.TOLERANCE:
+                break
+        else:
+            return None
+        u = torch.empty(n, h, device=points.device)
+        v = torch.empty(n, w, device=points.device)
+        error = torch.empty(n, dtype=torch.float64, device=points.device)
+        size = torch.empty(n, dtype=torch.float64, device=points.device)
+        for start in range(0, n, cls.ROWS):
+            part = slice(start, start + cls.ROWS)
+            u[part], v[part], error[part], size[part] = cls._factor(points[part], h, w)
+        up = 1 + 1e-6  # float64 → float32, rounded up
+        gamma = _gamma(dim)
+        norm = sq.double().sqrt() * (1 + 2 * gamma + 1e-6)  # ≥ ‖X‖ though sq rounded
+        return cls(
+            u.contiguous(),
+            v.contiguous(),
+            ((1.01 * gamma * norm + error) * up).float(),
+            (size * up).float(),
+            (error * up).float(),
+            (norm * up).float(),
+            dim,
+        )
+
+    def may_move(self, pick: int, nearest: Tensor, sq: Tensor) -> Tensor:
+        """Positions whose plain-computed squared distance to point ``pick`` might be below ``nearest`` (ascending)."""
+        lower, cut = self.lower_bounds(pick, sq)
+        stays = (lower > torch.maximum(nearest, cut)) | (nearest == 0)
+        return (~stays).nonzero().squeeze(1)
+
+    def lower_bounds(self, pick: int, sq: Tensor) -> tuple[Tensor, Tensor]:
+        """(lower, cut): where lower > cut, the plain-computed squared distance to point ``pick`` is at least lower.
+
+        ``cut`` is fl(ROUNDING·(‖x‖² + ‖c‖²)), the plain computation's own: at or below it a
+        distance is set to 0.
+        """
+        approx = (self.u[:, pick] @ self.u).mul_(self.v[:, pick] @ self.v)
+        scale = sq + sq[pick]  # as expanded_sq_distances computes ‖x‖² + ‖c‖²
+        cut = ROUNDING * scale  # at or below it, a distance is 0
+        slack = self.coefficient * self.norm[pick]
+        slack.add_(self.size, alpha=float(self.residual[pick] + self.short * self.size[pick]))
+        # lower bound: fl(s − 2a) − (2δ + 8u·s), inflated 1% for the rounding of its own terms
+        lower = torch.add(scale, approx, alpha=-2.0)
+        lower.sub_(slack, alpha=2.02).sub_(scale, alpha=8.1 * _U32).sub_(4 * self.tiny)
+        return lower, cut
+
+
 def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator: torch.Generator) -> Tensor:
     """k-means++ seeding of ``budget`` rows of ``x`` (n, P), Euclidean, with ``centres`` (m, P) as existing centres.
 
@@ -65,8 +187,17 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
     rounding. When a quarter of the points or more could move, all are measured, and the
     test waits a few picks (1, 2, 4, ... up to 64) before it is tried again.
 
-    Cost: O(n·m·P) for the labeled centres, then per pick O((m + picks)·P) for the centre
-    distances, O(n) for the test and the D² draw, and O(P) per point measured.
+    Pooled gradient embeddings are outer products (class bins × feature bins), so a sharper
+    test comes first when the rows of ``x`` factor (:class:`RankOneBounds`): each point's
+    distance to the new centre is bounded from h + w products instead of P, with the float32
+    rounding of the plain computation accounted for, and only the points whose bound does not
+    rule out a move are measured (those that do move, and the few within rounding of their
+    value). Then the triangle test is not used, and the labeled centres' distances are
+    :func:`~al_lightning.strategies.distances.nearest_centre_sq_distances`, without positions.
+
+    Cost: O(n·m·P) for the labeled centres, then per pick O(n·(h + w)) for the rank-one test
+    (or O((m + picks)·P) for the centre distances and O(n) for the triangle test), O(n) for
+    the D² draw, and O(P) per point measured.
     """
     sq = torch.linalg.vector_norm(x, dim=1).square()
     n, dim = x.shape
@@ -77,11 +208,16 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
     row_dots = RowDots(dim, points.device)
     slack = 5.0 * skip_slack(dim)
     num_centres = 0 if centres is None else centres.shape[0]
-    # The centres so far, labeled then picked, for the distances from each new pick to them.
-    bank = torch.empty(num_centres + budget, dim, device=points.device)
-    bank_sq = torch.empty(num_centres + budget, device=points.device)
     nearest: Optional[Tensor] = None
-    if num_centres > 0:
+    bounds = RankOneBounds.build(points, sq) if x.dtype == torch.float32 else None
+    # With rank-one bounds the triangle test adds little (and needs each point's nearest centre).
+    triangle = bounds is None
+    # The centres so far, labeled then picked, for the distances from each new pick to them.
+    bank = torch.empty(num_centres + budget if triangle else 0, dim, device=points.device)
+    bank_sq = torch.empty(num_centres + budget if triangle else 0, device=points.device)
+    if num_centres > 0 and not triangle:
+        nearest = nearest_centre_sq_distances(x, centres)
+    elif num_centres > 0:
         nearest, assign = nearest_centres(x, centres)
         bank[:num_centres] = centres
         bank_sq[:num_centres] = row_sq_norms(bank[:num_centres])
@@ -94,37 +230,50 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
         if step + 1 == budget:
             break
         k = num_centres + step
-        bank[k], bank_sq[k] = points[pick], sq[pick]
+        if triangle:
+            bank[k], bank_sq[k] = points[pick], sq[pick]
         if nearest is None:
             nearest = embedding_sq_distances(row_dots(points, points[pick]), sq, sq[pick])
-            assign = torch.full((n,), k, dtype=torch.long, device=points.device)
-            limit = nearest * 4 + (sq + sq[pick]) * slack
+            if triangle:
+                assign = torch.full((n,), k, dtype=torch.long, device=points.device)
+                limit = nearest * 4 + (sq + sq[pick]) * slack
         else:
-            movable = None  # None: measure every point
-            if step >= next_test:
+            movable = None if bounds is None else bounds.may_move(pick, nearest, sq)  # None: every point
+            if triangle and step >= next_test:
                 to_centres = torch.mv(bank[:k], points[pick]).mul_(-2).add_(bank_sq[:k]).add_(sq[pick])
-                movable = (to_centres[assign] < limit + slack * sq[pick]).nonzero().squeeze(1)
-                if movable.numel() * 4 >= n:
-                    movable, next_test, wait = None, step + wait, min(2 * wait, 64)
+                near = (to_centres[assign] < limit + slack * sq[pick]).nonzero().squeeze(1)
+                if near.numel() * 4 >= n:
+                    next_test, wait = step + wait, min(2 * wait, 64)
                 else:
                     wait = 1
+                    if movable is None:
+                        movable = near
+                    else:  # both tests are sound: a point either rules out stays
+                        flagged = torch.zeros(n, dtype=torch.bool, device=points.device)
+                        flagged[near] = True
+                        movable = movable[flagged[movable]]
+            if movable is not None and movable.numel() * 4 >= n:
+                movable = None
             if movable is None:
                 new = embedding_sq_distances(row_dots(points, points[pick]), sq, sq[pick])
                 nearer = new < nearest
                 torch.minimum(nearest, new, out=nearest)
-                assign.masked_fill_(nearer, k)
-                limit = torch.where(nearer, nearest * 4 + (sq + sq[pick]) * slack, limit)
+                if triangle:
+                    assign.masked_fill_(nearer, k)
+                    limit = torch.where(nearer, nearest * 4 + (sq + sq[pick]) * slack, limit)
             else:
                 new = embedding_sq_distances(row_dots(points, points[pick], movable), sq[movable], sq[pick])
                 nearer = new < nearest[movable]
                 moved = movable[nearer]
                 nearest[moved] = new[nearer]
-                assign[moved] = k
-                limit[moved] = nearest[moved] * 4 + (sq[moved] + sq[pick]) * slack
+                if triangle:
+                    assign[moved] = k
+                    limit[moved] = nearest[moved] * 4 + (sq[moved] + sq[pick]) * slack
         # A centre's own distance is 0 up to rounding; make it exact so it is never drawn again.
         nearest[pick] = 0.0
-        assign[pick] = k
-        limit[pick] = (2 * slack) * sq[pick]
+        if triangle:
+            assign[pick] = k
+            limit[pick] = (2 * slack) * sq[pick]
     return torch.tensor(picks, dtype=torch.long)
 
 

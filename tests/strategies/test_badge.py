@@ -10,7 +10,7 @@ import al_lightning.strategies.badge  # noqa: F401
 import al_lightning.strategies.partitioned_badge as partitioned_badge_module
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.distances import nearest_sq_distances
+from al_lightning.strategies.distances import RowDots, aligned_rows, nearest_sq_distances
 from al_lightning.strategies.gradient_embedding import (
     gradient_factors,
     gradient_sq_distances,
@@ -318,3 +318,76 @@ def test_partitioned_with_float64_outputs_draws_as_with_float32():
     wide = PoolOutputs(**{**vars(out), **{f: getattr(out, f).double() for f in ("logits", "features", "weight", "bias", "labeled_features")}})
     strategy = build("partitioned_badge", seed=1, partitions=3)
     assert torch.equal(strategy.select(wide, 40), strategy.select(out, 40))
+
+
+# The rank-one bounds: pooled gradient embeddings are outer products (class bins × feature bins).
+
+
+def pooled_embeddings(n: int, labeled: int, num_classes: int = 40, dim: int = 64, seed: int = 0, spread: float = 0.2):
+    """Pooled gradient embeddings (16 × 32) of a clustered pool and of a labeled set, as partitioned BADGE seeds on.
+
+    ``spread`` scales the class means: at 0.2 the softmax is unsure; at 1 it is so sure that
+    δ, and the embeddings' squares, reach 1e-30 and below (float32 underflows).
+    """
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(num_classes, dim, generator=g) * spread
+    weight, bias = means, -0.5 * means.square().sum(1)
+    features = means[torch.randint(num_classes, (n + labeled,), generator=g)] + 0.5 * torch.randn(n + labeled, dim, generator=g)
+    grid = (16, 32)
+    x = pooled_gradient_embedding(features[:n] @ weight.T + bias, features[:n], grid)
+    y = pooled_gradient_embedding(head_logits(features[n:], weight, bias), features[n:], grid)
+    return x, y
+
+
+def counting_rowdots(monkeypatch) -> list[int]:
+    measured: list[int] = []
+    original = partitioned_badge_module.RowDots.__call__
+
+    def counting(self, matrix, vector, rows=None):
+        measured.append(matrix.shape[0] if rows is None else rows.numel())
+        return original(self, matrix, vector, rows)
+
+    monkeypatch.setattr(partitioned_badge_module.RowDots, "__call__", counting)
+    return measured
+
+
+@pytest.mark.parametrize("labeled", [0, 60])
+def test_seeding_pooled_embeddings_measures_few_points_and_draws_the_same(labeled, monkeypatch):
+    x, y = pooled_embeddings(4000, labeled)
+    centres = y if labeled else None
+    bounds = partitioned_badge_module.RankOneBounds.build(aligned_rows(x), x.square().sum(1))
+    assert bounds is not None and bounds.u.shape[0] + bounds.v.shape[0] == 16 + 32
+    measured = counting_rowdots(monkeypatch)
+    chosen = seed_partition(x, centres, 200, torch.Generator().manual_seed(2)).tolist()
+    monkeypatch.undo()
+    assert chosen == plain_d2(x, centres, 200, torch.Generator().manual_seed(2))
+    assert sum(measured) < 200 * 4000 / 20  # the plain seeding measures 4000 points per pick
+
+
+@pytest.mark.parametrize("spread", [0.2, 1.0])
+def test_rank_one_lower_bounds_hold_for_every_point(spread):
+    # The bound against the plain computation itself, point by point (duplicates and a copy of the pick included).
+    x, _ = pooled_embeddings(3000, 0, seed=3, spread=spread)
+    x[1000:1100] = x[:100]
+    points, sq = aligned_rows(x), torch.linalg.vector_norm(x, dim=1).square()
+    bounds = partitioned_badge_module.RankOneBounds.build(points, sq)
+    dots = RowDots(points.shape[1], points.device)
+    for pick in (0, 5, 1000, 2999):
+        lower, cut = bounds.lower_bounds(pick, sq)
+        computed = partitioned_badge_module.embedding_sq_distances(dots(points, points[pick]), sq, sq[pick])
+        decided = lower > cut
+        assert bool((computed[decided] >= lower[decided]).all())
+        if spread < 1:
+            assert float(decided.float().mean()) > 0.9  # and it decides nearly every point
+        assert not bool(decided[pick]) and not bool(decided[1000 if pick == 0 else pick])
+
+
+def test_rank_one_bounds_stay_sound_on_rows_that_are_not_rank_one(monkeypatch):
+    x, y = pooled_embeddings(2000, 30, seed=4)
+    g = torch.Generator().manual_seed(0)
+    x[::7] = torch.randn(x[::7].shape, generator=g) * x.std()  # every 7th row: no outer product
+    x[500:520] = y[:20]  # copies of centres
+    for seed in range(2):
+        expected = plain_d2(x, y, 300, torch.Generator().manual_seed(seed))
+        assert seed_partition(x, y, 300, torch.Generator().manual_seed(seed)).tolist() == expected
+    assert partitioned_badge_module.RankOneBounds.build(*(lambda r: (r, r.square().sum(1)))(torch.randn(300, 512, generator=g))) is None

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from al_lightning.errors import ConfigurationError
 from al_lightning.quotas import even_shares
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.balanced_selection import BalancedSelection, merge_sorted_keys, sparse_nonzero
@@ -152,3 +153,67 @@ def test_base_in_many_small_blocks_matches_the_brute_force_reference(monkeypatch
     monkeypatch.setattr(BalancedSelection, "block_rows", lambda self, outputs: 16)
     for budget in (9, 50, 200):
         assert build("base").select(out, budget).tolist() == reference_base(logits, weight.to(dtype), budget)
+
+
+def awkward_logits(dtype: torch.dtype, n: int = 2000, num_classes: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits with ties everywhere: repeated rows, tied maxima, rows whose maximum is +0.0 or −0.0."""
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(num_classes, 4, generator=g)
+    logits = (torch.randn(n, num_classes, generator=g) * 4).round() / 4  # few distinct values: many exact ties
+    logits[200:400] = logits[:200].clone()  # repeated rows
+    logits[400:500, 2] = logits[400:500, 5] = logits[400:500].amax(dim=1) + 1  # two maxima, first at 2
+    logits[500:600] = -logits[500:600].abs() - 0.5
+    logits[500:550, 3] = 0.0  # maximum +0.0
+    logits[550:600, 1], logits[550:600, 4] = -0.0, 0.0  # maxima −0.0 then +0.0: argmax takes the −0.0
+    return logits.to(dtype), weight.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_base_cpu_path_keeps_the_dense_paths_candidates_bit_for_bit(monkeypatch, dtype):
+    # The CPU path (in-cache pieces, the predicted class from amax, the threshold test on
+    # the sign of d − t⁺) against the dense path on every block: the same candidate keys.
+    import al_lightning.strategies.balanced_selection as module
+
+    logits, weight = awkward_logits(dtype)
+    out = PoolOutputs(index=torch.arange(len(logits)), logits=logits, weight=weight)
+    monkeypatch.setattr(module, "_FILL_ROWS", 8)
+    monkeypatch.setattr(module, "_CACHE_BYTES", 37 * logits.shape[1] * logits.element_size())  # 37-row pieces
+    monkeypatch.setattr(module, "_FOLD_ENTRIES", 50)
+    monkeypatch.setattr(BalancedSelection, "block_rows", lambda self, outputs: 301)
+    calls = []
+    original = module.BalancedSelectionReducer._update_in_cache
+    monkeypatch.setattr(
+        module.BalancedSelectionReducer, "_update_in_cache", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+
+    def candidates(strategy: BalancedSelection, budget: int) -> torch.Tensor:
+        reducer = strategy.reducer(out, budget)
+        for start in range(0, len(out), 301):
+            reducer.update(PoolOutputs(index=out.index[start : start + 301], logits=logits[start : start + 301]))
+        return reducer.state()
+
+    for budget in (7, 30, 120):
+        fast = candidates(build("base"), budget)
+        assert calls, "the CPU path was not taken"
+        with monkeypatch.context() as m:
+            m.setattr(module.BalancedSelectionReducer, "_update_in_cache", module.BalancedSelectionReducer._update_dense)
+            dense = candidates(build("base"), budget)
+            dense_picks = build("base").select(out, budget)
+        assert torch.equal(fast, dense)
+        assert torch.equal(build("base").select(out, budget), dense_picks)
+    for bad in (torch.nan, torch.inf, -torch.inf):  # refused on the CPU path too, naming the point
+        broken = logits.clone()
+        broken[1777, 3] = bad
+        with pytest.raises(ConfigurationError, match="1777"):
+            build("base").select(PoolOutputs(index=out.index, logits=broken, weight=weight), 30)
+
+
+def test_first_argmax_is_argmax():
+    from al_lightning.strategies.ranking import first_argmax
+
+    for dtype in (torch.float32, torch.float64):
+        logits, _ = awkward_logits(dtype)
+        assert torch.equal(first_argmax(logits), logits.argmax(dim=1))
+        with_nan = logits.clone()
+        with_nan[7, 3] = torch.nan
+        assert torch.equal(first_argmax(with_nan), with_nan.argmax(dim=1))

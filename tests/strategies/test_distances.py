@@ -65,3 +65,20 @@ def test_row_norms_and_nearest_centres_are_the_plain_values():
     expected = torch.cdist(points.double(), centres.double()).square()
     assert torch.allclose(nearest.double(), expected.amin(1), atol=1e-4)
     assert torch.equal(index, expected.argmin(1))
+
+
+def test_row_minima_in_three_passes_are_the_plain_ones():
+    # Duplicates (distance 0), near-duplicates (within the ROUNDING cut-off), NaN-free far points.
+    from al_lightning.strategies.distances import _nearest_in_block, expanded_sq_distances
+
+    g = torch.Generator().manual_seed(0)
+    for dim in (3, 64, 700):
+        x, y = torch.randn(300, dim, generator=g), torch.randn(90, dim, generator=g)
+        x[:30] = y[:30]
+        x[30:60] = y[30:60] * (1 + 1e-4 * torch.randn(30, dim, generator=g))
+        x[60:70] = y[:10] * 1e3  # large norms
+        x[70:80] = 0.0
+        sq_x, sq_y = x.square().sum(1), y.square().sum(1)
+        expected = expanded_sq_distances(sq_x, sq_y, x @ y.T).amin(dim=1)
+        got = _nearest_in_block(sq_x, sq_y, x @ y.T)
+        assert torch.equal(got, expected) and bool((got[:30] == 0).all())
