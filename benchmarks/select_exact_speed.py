@@ -47,6 +47,7 @@ from synthetic_pool import load_pool
 import al_lightning.strategies.coreset as coreset_module
 import al_lightning.strategies.partitioned_badge as partitioned_badge_module
 from al_lightning.quotas import even_shares
+from al_lightning.seeding import derive_seed
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.badge import d2_sample
 from al_lightning.strategies.coreset import centre_sq_distances
@@ -130,12 +131,17 @@ def plain_d2(
     return torch.tensor(picks, dtype=torch.long)
 
 
+def partition_generator(seed: int, number: int) -> torch.Generator:
+    """Partition ``number``'s own generator, as the partitioned strategies seed it."""
+    return torch.Generator().manual_seed(derive_seed(seed, "partition", number))
+
+
 def plain_partitioned_coreset(out: PoolOutputs, budget: int, seed: int, parts: int, spent: dict) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    pairs = paired_partitions(len(out), out.labeled_features.shape[0], parts, generator)
+    pairs = paired_partitions(len(out), out.labeled_features.shape[0], parts, torch.Generator().manual_seed(seed))
     picks = []
-    for (unlabeled, centres), quota in zip(pairs, even_shares(budget, parts)):
+    for number, ((unlabeled, centres), quota) in enumerate(zip(pairs, even_shares(budget, parts))):
         if quota:
+            generator = partition_generator(seed, number)
             rows = unlabeled.to(out.features.device)
             picks.append(
                 unlabeled[
@@ -148,15 +154,16 @@ def plain_partitioned_coreset(out: PoolOutputs, budget: int, seed: int, parts: i
 
 
 def plain_partitioned_badge(out: PoolOutputs, budget: int, seed: int, parts: int, spent: dict) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
     labeled = out.labeled_features
-    pairs = paired_partitions(len(out), labeled.shape[0], parts, generator)
+    pairs = paired_partitions(len(out), labeled.shape[0], parts, torch.Generator().manual_seed(seed))
     grid = pool_grid(out.logits.shape[1])
     picks = []
-    for (unlabeled, labeled_part), take in zip(pairs, even_shares(budget, parts)):
+    for number, ((unlabeled, labeled_part), take) in enumerate(zip(pairs, even_shares(budget, parts))):
         if take == 0:
             continue
-        x = pooled_gradient_embedding(out.logits, out.features, grid, rows=unlabeled.to(out.logits.device))
+        generator = partition_generator(seed, number)
+        rows = unlabeled.to(out.logits.device)
+        x = pooled_gradient_embedding(out.logits[rows], out.features[rows], grid)
         y = None
         if labeled_part.numel() > 0:
             part = labeled[labeled_part.to(labeled.device)]
