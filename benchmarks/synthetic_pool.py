@@ -17,9 +17,14 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 BLOCK = 65_536
 
 
-def _head(num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def class_centres(num_classes: int, dim: int, seed: int) -> torch.Tensor:
+    """(C, d) seeded class means μ of norm ≈ 2, shared with benchmarks/imagenet_scale_run.py."""
     g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(num_classes, dim, generator=g) * (2.0 / dim**0.5)
+    return torch.randn(num_classes, dim, generator=g) * (2.0 / dim**0.5)
+
+
+def _head(num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    centres = class_centres(num_classes, dim, seed)
     return centres, -0.5 * (centres**2).sum(1)
 
 
