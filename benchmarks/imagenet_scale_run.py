@@ -222,21 +222,25 @@ class Settings:
     def n(self) -> int:
         return round(IMAGENET_TRAIN * self.scale)
 
+    def scaled(self, count: int) -> int:
+        """``count`` at this scale, at least 1."""
+        return max(1, round(count * self.scale))
+
     @property
     def initial(self) -> int:
-        return max(1, round(INITIAL * self.scale))
+        return self.scaled(INITIAL)
 
     @property
     def budget(self) -> int:
-        return max(1, round(BUDGET * self.scale))
+        return self.scaled(BUDGET)
 
     @property
     def val_per_class(self) -> int:
-        return max(1, round(VAL_PER_CLASS * self.scale))
+        return self.scaled(VAL_PER_CLASS)
 
     @property
     def test_per_class(self) -> int:
-        return max(1, round(TEST_PER_CLASS * self.scale))
+        return self.scaled(TEST_PER_CLASS)
 
     @property
     def step_size(self) -> int:

@@ -17,7 +17,7 @@ from torch import Tensor
 from al_lightning.errors import ConfigurationError
 from al_lightning.quotas import even_shares
 from al_lightning.seeding import derive_seed
-from al_lightning.strategies.outputs import PoolOutputs
+from al_lightning.strategies.outputs import PER_POINT_FIELDS, SHARED_FIELDS, PoolOutputs
 from al_lightning.strategies.strategy import Strategy
 
 
@@ -108,6 +108,10 @@ class PartitionedStrategy(Strategy):
         ``partition.labeled``.
         """
         self.check_outputs(outputs)
+        return self._pick_in_partition(outputs, partition)
+
+    def _pick_in_partition(self, outputs: PoolOutputs, partition: Partition) -> Tensor:
+        """:meth:`select_in_partition` on outputs already checked."""
         if len(outputs) < partition.quota:
             raise ConfigurationError(
                 f"partition {partition.number} has {len(outputs)} points, fewer than its quota of {partition.quota}"
@@ -118,9 +122,10 @@ class PartitionedStrategy(Strategy):
         return outputs.index[positions.to(outputs.index.device)]
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
+        # ``select`` has checked the whole outputs: each partition's slice needs no second check.
         num_labeled = outputs.labeled_features.shape[0] if self.reads_labeled else 0
         picks = [
-            self.select_in_partition(partition_outputs(outputs, partition), partition)
+            self._pick_in_partition(partition_outputs(outputs, partition), partition)
             for partition in self.plan(len(outputs), num_labeled, budget)
             if partition.quota
         ]
@@ -135,27 +140,13 @@ def partition_outputs(outputs: PoolOutputs, partition: Partition) -> PoolOutputs
     """The rows of ``outputs`` in ``partition``, with its labeled part; ``index`` holds positions in ``outputs``.
 
     Positions, so that :meth:`PartitionedStrategy.select_in_partition` on it returns positions.
+    Per-point fields are sliced as :func:`~al_lightning.strategies.strategy.iter_chunks` slices them.
     """
     rows = partition.unlabeled
-
-    def part(value):
-        return None if value is None else value[rows.to(value.device)]
-
-    labeled = outputs.labeled_features
-    labeled_targets = outputs.labeled_targets
-    if labeled is not None:
-        labeled = labeled[partition.labeled.to(labeled.device)]
-        if labeled_targets is not None:
-            labeled_targets = labeled_targets[partition.labeled.to(labeled_targets.device)]
-    return PoolOutputs(
-        index=rows,
-        logits=part(outputs.logits),
-        features=part(outputs.features),
-        targets=part(outputs.targets),
-        images=part(outputs.images),
-        weight=outputs.weight,
-        bias=outputs.bias,
-        labeled_features=labeled,
-        labeled_targets=labeled_targets if labeled is not None else outputs.labeled_targets,
-        num_classes=outputs.num_classes,
-    )
+    sliced = {f: getattr(outputs, f)[rows.to(getattr(outputs, f).device)] for f in PER_POINT_FIELDS if getattr(outputs, f) is not None}
+    shared = {f: getattr(outputs, f) for f in SHARED_FIELDS}
+    if outputs.labeled_features is not None:
+        for f in ("labeled_features", "labeled_targets"):
+            if shared[f] is not None:
+                shared[f] = shared[f][partition.labeled.to(shared[f].device)]
+    return PoolOutputs(index=rows, **sliced, **shared)

@@ -87,3 +87,16 @@ def plain_partitioned_badge(logits, features, weight, bias, labeled, budget: int
             y = pooled_gradient_embedding(head_logits(part, weight, bias), part, grid)
         picks += [unlabeled[p] for p in plain_d2(x, y, share, partition_generator(seed, i))]
     return picks
+
+
+def count_rowdots_rows(module, monkeypatch) -> list[int]:
+    """Record, through ``monkeypatch``, how many rows each ``RowDots`` call in ``module`` measures."""
+    measured: list[int] = []
+    original = module.RowDots.__call__
+
+    def counting(self, matrix, vector, rows=None):
+        measured.append(matrix.shape[0] if rows is None else rows.numel())
+        return original(self, matrix, vector, rows)
+
+    monkeypatch.setattr(module.RowDots, "__call__", counting)
+    return measured

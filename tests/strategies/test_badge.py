@@ -20,7 +20,7 @@ from al_lightning.strategies.gradient_embedding import (
 )
 from al_lightning.strategies.partitioned_badge import seed_partition
 from tests.strategies.plain_partitions import plain_partitions, plain_shares
-from tests.strategies.plain_selection import plain_d2, plain_partitioned_badge
+from tests.strategies.plain_selection import count_rowdots_rows, plain_d2, plain_partitioned_badge
 
 
 def make_outputs(n: int = 40, num_classes: int = 5, dim: int = 6, labeled: int = 0, seed: int = 0) -> PoolOutputs:
@@ -262,14 +262,7 @@ def test_seeding_draws_what_the_plain_seeding_draws(m, seed):
 @pytest.mark.parametrize("m", [0, 40])
 def test_seeding_on_clusters_skips_most_points_and_draws_the_same(m, monkeypatch):
     x, y = clustered_embeddings(3000, m)
-    measured = []
-    original = partitioned_badge_module.RowDots.__call__
-
-    def counting(self, matrix, vector, rows=None):
-        measured.append(matrix.shape[0] if rows is None else rows.numel())
-        return original(self, matrix, vector, rows)
-
-    monkeypatch.setattr(partitioned_badge_module.RowDots, "__call__", counting)
+    measured = count_rowdots_rows(partitioned_badge_module, monkeypatch)
     chosen = seed_partition(x, y if m else None, 150, torch.Generator().manual_seed(3)).tolist()
     monkeypatch.undo()
     assert chosen == plain_d2(x, y if m else None, 150, torch.Generator().manual_seed(3))
@@ -339,25 +332,13 @@ def pooled_embeddings(n: int, labeled: int, num_classes: int = 40, dim: int = 64
     return x, y
 
 
-def counting_rowdots(monkeypatch) -> list[int]:
-    measured: list[int] = []
-    original = partitioned_badge_module.RowDots.__call__
-
-    def counting(self, matrix, vector, rows=None):
-        measured.append(matrix.shape[0] if rows is None else rows.numel())
-        return original(self, matrix, vector, rows)
-
-    monkeypatch.setattr(partitioned_badge_module.RowDots, "__call__", counting)
-    return measured
-
-
 @pytest.mark.parametrize("labeled", [0, 60])
 def test_seeding_pooled_embeddings_measures_few_points_and_draws_the_same(labeled, monkeypatch):
     x, y = pooled_embeddings(4000, labeled)
     centres = y if labeled else None
     bounds = partitioned_badge_module.RankOneBounds.build(aligned_rows(x), x.square().sum(1))
     assert bounds is not None and bounds.u.shape[0] + bounds.v.shape[0] == 16 + 32
-    measured = counting_rowdots(monkeypatch)
+    measured = count_rowdots_rows(partitioned_badge_module, monkeypatch)
     chosen = seed_partition(x, centres, 200, torch.Generator().manual_seed(2)).tolist()
     monkeypatch.undo()
     assert chosen == plain_d2(x, centres, 200, torch.Generator().manual_seed(2))

@@ -12,7 +12,7 @@ from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.coreset import k_center_greedy
 from al_lightning.strategies.distances import nearest_centre_sq_distances
 from tests.strategies.plain_partitions import plain_partitions, plain_shares
-from tests.strategies.plain_selection import plain_k_center, plain_partitioned_coreset
+from tests.strategies.plain_selection import count_rowdots_rows, plain_k_center, plain_partitioned_coreset
 
 
 def outputs_of(pool: torch.Tensor, labeled: torch.Tensor, offset: int = 100) -> PoolOutputs:
@@ -150,14 +150,7 @@ def test_lazy_greedy_picks_what_the_plain_greedy_picks(n, m, dim, budget, seed):
 @pytest.mark.parametrize("m", [0, 30, 200])
 def test_lazy_greedy_on_clusters_looks_at_few_points_and_picks_the_same(m, monkeypatch):
     pool, labeled = clustered_set(3000, m)
-    looks = []
-    original = coreset_module.RowDots.__call__
-
-    def counting(self, matrix, vector, rows=None):
-        looks.append(matrix.shape[0] if rows is None else rows.numel())
-        return original(self, matrix, vector, rows)
-
-    monkeypatch.setattr(coreset_module.RowDots, "__call__", counting)
+    looks = count_rowdots_rows(coreset_module, monkeypatch)
     chosen = k_center_greedy(pool, labeled, 200, torch.Generator().manual_seed(5)).tolist()
     monkeypatch.undo()
     assert chosen == plain_k_center(pool, labeled, 200, torch.Generator().manual_seed(5))
