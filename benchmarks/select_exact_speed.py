@@ -289,7 +289,7 @@ def check_partitioned(
     plain(warm, parts * 2, args.seed, parts, {"initial": 0.0})
     ours_spent, spent = {"initial": 0.0}, {"initial": 0.0}
     initial = (
-        (coreset_module, ("nearest_centre_sq_distances",))
+        (coreset_module, ("nearest_centre_upper_bounds", "nearest_centre_sq_distances"))
         if check == "partitioned_coreset"
         else (partitioned_badge_module, ("nearest_centres", "nearest_centre_sq_distances"))
     )

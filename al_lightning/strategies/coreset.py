@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from al_lightning.strategies.distances import (
+    GROUPED_FROM,
     GROUP_ROWS,
     RowDots,
     aligned_rows,
     aligned_zeros,
     nearest_centre_sq_distances,
+    nearest_centre_upper_bounds,
     row_sq_norms,
 )
 from al_lightning.strategies.outputs import PoolOutputs
@@ -53,6 +56,12 @@ class _Farthest:
         self.padded[position] = torch.minimum(self.padded[position], value)
         self.tops[block] = self.blocks[block].max()
 
+    def lower_many(self, positions: Tensor, values: Tensor) -> None:
+        """Set the entries at ``positions`` (distinct) to min(themselves, ``values``)."""
+        self.padded[positions] = torch.minimum(self.padded[positions], values)
+        blocks = torch.unique(positions // self.BLOCK)
+        self.tops[blocks] = self.blocks[blocks].amax(dim=1)
+
 
 #: The lazy steps may cost this many times the plain passes they replace before
 #: :func:`k_center_greedy` falls back to updating every point after each pick.
@@ -60,6 +69,30 @@ LAZY_LIMIT = 1.0
 #: What one look at the largest bound costs (two small argmaxes, a few tensor calls), as
 #: bytes of features multiplied.
 LOOK_BYTES = 256 << 10
+
+
+#: The first :func:`measure_labeled` call measures this many points; each later one as many as all before.
+FIRST_MEASURED = 256
+
+
+def measure_labeled(
+    farthest: _Farthest, exact: Tensor, features: Tensor, centres: Tensor, bounds: Optional[Tensor]
+) -> None:
+    """Replace upper bounds of the distance to the labeled set by the distances, for the points with the largest bounds.
+
+    Measures the points not yet ``exact`` with the largest ``bounds`` (as many as were measured
+    before, at least :data:`FIRST_MEASURED`), or all of them if ``bounds`` is None. Their
+    values are those of the full initial computation bit for bit
+    (:func:`~al_lightning.strategies.distances.nearest_centres` does not depend on the rows
+    computed together). A bound also holds the picks folded in so far, and the upper bound
+    was at least the distance, so min(bound, distance) is the new bound.
+    """
+    waiting = (~exact).nonzero().squeeze(1)
+    if bounds is not None:
+        count = min(waiting.numel(), max(FIRST_MEASURED, int(exact.sum())))
+        waiting = waiting[bounds[waiting].topk(count).indices]
+    farthest.lower_many(waiting, nearest_centre_sq_distances(features[waiting], centres))
+    exact[waiting] = True
 
 
 def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: torch.Generator) -> Tensor:
@@ -78,8 +111,14 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
     bound is its distance and, being the largest, it is the farthest point (and the lowest
     position among equals: every point before it has a smaller bound, so a smaller distance).
     A new centre usually changes only points near it, far from the top of the ranking, so a
-    step looks at a few points instead of N. Distances are the plain algorithm's bit for bit:
-    the initial ones come from the same blocked product, later ones from
+    step looks at a few points instead of N. The distances to the labeled set are lazy too:
+    from :data:`~al_lightning.strategies.distances.GROUPED_FROM` labeled points on, every
+    point starts from an upper bound measured against one group of them
+    (:func:`~al_lightning.strategies.distances.nearest_centre_upper_bounds`, ~2·√M products
+    instead of M), and only the points whose bound reaches the top are measured against all
+    M (:func:`measure_labeled`, in batches). Distances are the plain algorithm's bit for bit:
+    the initial ones from the same blocked product (whose value for a row does not depend on
+    the rows computed with it), later ones from
     :class:`~al_lightning.strategies.distances.RowDots`, whose value for a point does not
     depend on which other points share the call.
 
@@ -105,7 +144,13 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
     def pass_with(position: int) -> Tensor:
         return centre_sq_distances(row_dots(points, points[position]), sq, sq[position])
 
-    if centres.shape[0] > 0:
+    # exact[i]: whether point i's bound holds its distance to the labeled set itself, not an upper bound of it.
+    exact: Optional[Tensor] = None
+    if centres.shape[0] >= GROUPED_FROM:
+        bound = nearest_centre_upper_bounds(points, centres)
+        exact = torch.zeros(n, dtype=torch.bool, device=points.device)
+        start = 0
+    elif centres.shape[0] > 0:
         bound = nearest_centre_sq_distances(features.contiguous(), centres)
         start = 0
     else:
@@ -131,6 +176,9 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
             pick = farthest.argmax()
             since = fresh[pick]
             spent += look_cost
+            if exact is not None and not exact[pick]:
+                measure_labeled(farthest, exact, features, centres, farthest.padded[:n])
+                continue
             if since < step:
                 new = centre_sq_distances(row_dots(picked[since:step], points[pick]), sq[pick], picked_sq[since:step])
                 farthest.lower(pick, new.min())
@@ -146,6 +194,9 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
         # Too many looks (many near ties, few dimensions): bring every bound up to date
         # (picked points keep their -1, below any distance), then update all points after
         # each pick, as the plain algorithm does, for a while (8, 16, 32, ... picks).
+        if exact is not None:
+            measure_labeled(farthest, exact, features, centres, None)
+            exact = None
         bound = farthest.padded[:n].clone()
         folded = torch.tensor(fresh, device=bound.device)
         for k in range(lazy_start, step):
@@ -171,16 +222,18 @@ class Coreset(Strategy):
     (ICLR 2018), Algorithm 1, the 2-approximation of the minimax facility-location problem on
     penultimate features. The labeled points are the initial centres; with none, the first
     pick is random (seeded). The published code recomputed distances to every labeled column
-    at each step and built N×N matrices; here the initial distances are computed in ~64 MB
-    blocks and each point's distance to its nearest centre is brought up to date only when it
-    could be the next pick (:func:`k_center_greedy`), with the same picks as updating all of
-    them after every pick.
+    at each step and built N×N matrices; here each point's distance to the labeled set is
+    measured, in ~64 MB blocks, only if the point comes near the top, and its distance to
+    its nearest centre is brought up to date only when it could be the next pick
+    (:func:`k_center_greedy`), with the same picks as measuring all of them first and
+    updating all of them after every pick.
 
-    Cost: O(N·M·d) for the initial distances, then per pick one pass over the N bounds plus
-    the few points it has to bring up to date (each against the centres picked since it was
-    last looked at); never much more than the plain O(b·N·d). O(N + b·d) memory beyond the
-    inputs and one block. At ImageNet scale use ``partitioned_coreset``, which divides the
-    initial term by p².
+    Cost: O(N·√M·d) for upper bounds of the initial distances and O(N'·M·d) for the N' points
+    whose bound reaches the top (at worst the plain O(N·M·d)), then per pick one pass over the
+    N bounds plus the few points it has to bring up to date (each against the centres picked
+    since it was last looked at); never much more than the plain O(b·N·d). O(N + b·d) memory
+    beyond the inputs and one block. At ImageNet scale use ``partitioned_coreset``, which
+    divides the initial term by p².
     """
 
     requires = ("features", "labeled_features")

@@ -15,6 +15,9 @@ from torch import Tensor
 
 #: Bytes of temporaries per block when a computation is streamed over rows (and columns).
 BLOCK_BYTES = 64 << 20
+#: Every product call of :class:`RowDots` and :func:`padded_product` multiplies a multiple of
+#: this many rows (and of centres).
+GROUP_ROWS = 64
 
 #: Squared distances below this fraction of ‖x‖² + ‖y‖² are float32 rounding of the expansion
 #: ‖x‖² + ‖y‖² − 2x·y (a few 1e-7 of it, measured up to C = 1000, d = 2048), so they count as 0:
@@ -59,7 +62,7 @@ def _nearest(
 ) -> tuple[Tensor, Optional[Tensor]]:
     n, k = sq_x.numel(), sq_y.numel()
     cols = max(1, min(k, 4096))
-    rows = max(1, BLOCK_BYTES // (16 * cols))
+    rows = max(GROUP_ROWS, BLOCK_BYTES // (16 * cols) // GROUP_ROWS * GROUP_ROWS)
     nearest = torch.full((n,), torch.inf, device=sq_x.device)
     index = torch.zeros(n, dtype=torch.long, device=sq_x.device) if with_index else None
     for r in range(0, n, rows):
@@ -108,20 +111,117 @@ def row_sq_norms(points: Tensor) -> Tensor:
     return out
 
 
+def _padded(matrix: Tensor, rows: int) -> Tensor:
+    """``matrix`` with zero rows appended up to ``rows`` (itself if it has them)."""
+    if matrix.shape[0] == rows:
+        return matrix
+    out = torch.zeros(rows, matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
+    out[: matrix.shape[0]] = matrix
+    return out
+
+
+def _whole_groups(count: int) -> int:
+    return -(-count // GROUP_ROWS) * GROUP_ROWS
+
+
+def padded_product(points: Tensor, centres: Tensor) -> Callable[[slice, slice], Tensor]:
+    """``cross(rows, cols)``: the block ``points[rows] @ centres[cols].T``, each entry the same whichever rows and centres share the call.
+
+    BLAS picks other kernels, which round differently, for calls with few rows or columns
+    (below 8 or so on MKL; a 1-row call is a matrix-vector product). Every call here
+    multiplies whole groups of :data:`GROUP_ROWS` rows by whole groups of :data:`GROUP_ROWS`
+    centres (the last ones padded with zeros, their products dropped), so the value for a
+    pair depends on the two rows alone (measured on MKL, 1 and 2 threads, d from 1 to 2048):
+    the distances of some rows to the centres, computed on their own, are those of the full
+    computation bit for bit. ``centres`` is padded once; rows are padded per call, and only in
+    a last, partial group.
+    """
+    count = centres.shape[0]
+    centres = _padded(centres, _whole_groups(count))
+
+    def cross(rows: slice, cols: slice) -> Tensor:
+        block = points[rows]
+        n = block.shape[0]
+        stop = min(count, cols.stop)
+        product = _padded(block, _whole_groups(n)) @ centres[cols.start : _whole_groups(stop)].T
+        return product if product.shape == (n, stop - cols.start) else product[:n, : stop - cols.start].contiguous()
+
+    return cross
+
+
 def nearest_centres(points: Tensor, centres: Tensor, with_index: bool = True) -> tuple[Tensor, Optional[Tensor]]:
     """(N,) squared distance from every row of ``points`` to its nearest row of ``centres``, and that row's position.
 
-    The distances are bit for bit those of :func:`nearest_centre_sq_distances` (the same blocks);
-    the position is the first nearest centre within a block of columns, and a later block's
-    only if strictly nearer. ``with_index=False`` returns None for the positions.
+    The distances are bit for bit those of :func:`nearest_centre_sq_distances` (the same blocks),
+    and a row's distance does not depend on the other rows (:func:`padded_product`): computing
+    it for some rows gives their values in a computation for all. The position is the first
+    nearest centre within a block of columns, and a later block's only if strictly nearer.
+    ``with_index=False`` returns None for the positions.
     """
     points, centres = points.float(), centres.float()
     sq_points, sq_centres = row_sq_norms(points), row_sq_norms(centres)
-    return _nearest(sq_points, sq_centres, lambda r, c: points[r] @ centres[c].T, with_index)
+    return _nearest(sq_points, sq_centres, padded_product(points, centres), with_index)
 
 
-#: Every matrix-vector call of :class:`RowDots` multiplies a multiple of this many rows.
-GROUP_ROWS = 64
+def skip_slack(dim: int) -> float:
+    """Relative error bound μ of one expanded squared distance in float32, ROUNDING's zeroing included.
+
+    |computed − exact| ≤ μ·(‖x‖² + ‖y‖²) for any summation order of a ``dim``-term inner product
+    ((2·dim + 8) units in the last place, plus :data:`ROUNDING`), doubled for safety.
+    """
+    return 2.0 * ((2 * dim + 8) * 2.0**-24 + ROUNDING)
+
+
+def _centre_groups(centres: Tensor, groups: int, steps: int = 3) -> tuple[Tensor, Tensor]:
+    """(G, d) means and (K,) group of each centre: ``steps`` Lloyd steps from evenly spaced centres (no randomness)."""
+    means = centres[torch.linspace(0, centres.shape[0] - 1, groups).round().long()].clone()
+    for _ in range(steps + 1):
+        assign = nearest_centres(centres, means)[1]
+        if _ == steps:
+            break
+        sums = torch.zeros_like(means).index_add_(0, assign, centres)
+        counts = torch.bincount(assign, minlength=groups)
+        filled = counts > 0  # an empty group keeps its mean
+        means[filled] = sums[filled] / counts[filled, None]
+    return means, assign
+
+
+#: :func:`nearest_centre_upper_bounds` groups the centres when there are at least this many.
+GROUPED_FROM = 256
+
+
+def nearest_centre_upper_bounds(points: Tensor, centres: Tensor) -> Tensor:
+    """(N,) values at least :func:`nearest_centre_sq_distances` (its float32 values, bit for bit), in ~2·√K products per point.
+
+    The K centres are grouped (√K groups, a few Lloyd steps) and each point is measured only
+    against the centres of the group whose mean is nearest, then raised by :func:`skip_slack`
+    times ‖x‖² + max ‖c‖², the most by which float32 rounding can put the plain computation
+    below this one. Any grouping gives a valid bound; a point whose nearest centre lies in
+    another group just gets a looser one. For a selection that needs the exact value only
+    for the points that come near the top (greedy k-center). With fewer than
+    :data:`GROUPED_FROM` centres the plain values themselves.
+    """
+    points, centres = points.float(), centres.float()
+    count = centres.shape[0]
+    if count < GROUPED_FROM:
+        return nearest_centre_sq_distances(points, centres)
+    means, members = _centre_groups(centres, round(count**0.5))
+    group_of_point = nearest_centres(points, means)[1]
+    bounds = torch.empty(points.shape[0], device=points.device)
+    order = torch.argsort(group_of_point, stable=True)
+    ends = torch.bincount(group_of_point, minlength=means.shape[0]).cumsum(0).tolist()
+    rows = max(GROUP_ROWS, BLOCK_BYTES // (4 * points.shape[1]) // GROUP_ROWS * GROUP_ROWS)
+    start = 0
+    for group, end in enumerate(ends):
+        inside = centres[members == group]
+        for first in range(start, end, rows):
+            chosen = order[first : min(end, first + rows)]
+            bounds[chosen] = nearest_centre_sq_distances(points[chosen], inside)
+        start = end
+    slack = skip_slack(points.shape[1])
+    return bounds.add_(row_sq_norms(points).add_(float(row_sq_norms(centres).max())), alpha=slack)
+
+
 #: Rows handed to :class:`RowDots` start at multiples of this many bytes.
 ALIGN_BYTES = 64
 

@@ -17,6 +17,7 @@ from al_lightning.strategies.distances import (
     nearest_centre_sq_distances,
     nearest_centres,
     row_sq_norms,
+    skip_slack,
 )
 from al_lightning.strategies.gradient_embedding import (
     POOLED_DIM,
@@ -37,16 +38,6 @@ def embedding_sq_distances(dots: Tensor, sq_points: Tensor, sq_centre: Tensor) -
     points or on its own (given the same inner product).
     """
     return expanded_sq_distances(sq_points, sq_centre.reshape(1), dots[:, None]).squeeze(1)
-
-
-def skip_slack(dim: int) -> float:
-    """Relative error bound μ of one expanded squared distance in float32, ROUNDING's zeroing included.
-
-    |computed − exact| ≤ μ·(‖x‖² + ‖y‖²) for any summation order of a ``dim``-term inner product
-    ((2·dim + 8) units in the last place, plus :data:`~al_lightning.strategies.distances.ROUNDING`),
-    doubled for safety.
-    """
-    return 2.0 * ((2 * dim + 8) * 2.0**-24 + ROUNDING)
 
 
 #: Unit roundoff of float32.

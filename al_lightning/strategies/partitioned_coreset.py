@@ -24,7 +24,8 @@ class PartitionedCoreset(PartitionedStrategy):
     random pick drawn from its own generator. Returns partition 0's picks in selection
     order, then partition 1's, and so on.
 
-    Cost: O(N·M·d/p) for the initial distances, p times less than ``coreset``, then the
+    Cost: at most O(N·M·d/p) for the initial distances, p times less than ``coreset``
+    (usually O(N·√(M/p)·d) for their upper bounds and a few points measured), then the
     picks, which bring up to date only the points that could be the next pick
     (:func:`~al_lightning.strategies.coreset.k_center_greedy`: at most about twice the plain
     O(b·N·d/p), usually a small fraction of it); memory is one partition's features in

@@ -160,6 +160,42 @@ def test_lazy_greedy_on_clusters_looks_at_few_points_and_picks_the_same(m, monke
     assert sum(looks) < 200 * 3000 / (3 if m < 200 else 20)
 
 
+# From a labeled set of GROUPED_FROM points or more, the distances to it start as upper bounds
+# and are measured only for the points that come near the top.
+
+
+@pytest.mark.parametrize("n, m, dim, clusters", [(1500, 300, 33, None), (3000, 400, 256, 12), (900, 256, 2, None)])
+def test_from_a_large_labeled_set_the_greedy_picks_what_the_plain_greedy_picks(n, m, dim, clusters, monkeypatch):
+    assert m >= coreset_module.GROUPED_FROM
+    pool, labeled = random_set(n, m, dim, seed=n) if clusters is None else clustered_set(n, m, dim, clusters, seed=n)
+    measured: list[int] = []
+    original = coreset_module.nearest_centre_sq_distances
+
+    def counting(points, centres):
+        measured.append(len(points))
+        return original(points, centres)
+
+    monkeypatch.setattr(coreset_module, "nearest_centre_sq_distances", counting)
+    chosen = k_center_greedy(pool, labeled, 150, torch.Generator()).tolist()
+    monkeypatch.undo()
+    assert chosen == plain_k_center(pool, labeled, 150, torch.Generator())
+    if clusters is not None:  # on clusters the bounds are tight: few points measured against all labeled ones
+        assert sum(measured) <= n // 3
+
+
+def test_from_a_large_labeled_set_ties_and_the_fallback_pick_what_the_plain_greedy_picks(monkeypatch):
+    # Integer points in 2-D, labeled on a 16 x 16 grid, the pool on a finer grid with every point
+    # twice: float32 distances are exact, so near the top many bounds and distances are equal.
+    coarse = torch.stack(torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij"), -1).reshape(-1, 2)
+    fine = torch.stack(torch.meshgrid(torch.arange(0.0, 16, 0.5), torch.arange(0.0, 16, 0.5), indexing="ij"), -1)
+    pool = torch.cat([fine.reshape(-1, 2)] * 2) * 2  # even integers: exact squares
+    labeled = coarse * 2 + 1 + (coarse > 7) * 2  # an uneven cover
+    expected = plain_k_center(pool, labeled, 300, torch.Generator())
+    assert k_center_greedy(pool, labeled, 300, torch.Generator()).tolist() == expected
+    monkeypatch.setattr(coreset_module, "LAZY_LIMIT", 0.0)  # every distance measured at once, then plain passes
+    assert k_center_greedy(pool, labeled, 300, torch.Generator()).tolist() == expected
+
+
 def test_ties_go_to_the_lowest_position_as_in_the_plain_greedy():
     # A 6 x 6 integer grid with every point twice, labeled corners: float32 distances are
     # exact, so many points are at exactly the same distance at every step.

@@ -8,10 +8,12 @@ import torch
 from al_lightning.strategies.distances import (
     ALIGN_BYTES,
     GROUP_ROWS,
+    GROUPED_FROM,
     RowDots,
     aligned_rows,
     is_aligned,
     nearest_centre_sq_distances,
+    nearest_centre_upper_bounds,
     nearest_centres,
     row_sq_norms,
 )
@@ -65,6 +67,48 @@ def test_row_norms_and_nearest_centres_are_the_plain_values():
     expected = torch.cdist(points.double(), centres.double()).square()
     assert torch.allclose(nearest.double(), expected.amin(1), atol=1e-4)
     assert torch.equal(index, expected.argmin(1))
+
+
+@pytest.mark.parametrize("dim", [1, 7, 100, 512, 2048])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_rows_nearest_centre_does_not_depend_on_the_rows_computed_with_it(dim, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(dim)
+        # Rows and centres that are neither whole groups nor one block: tails of 13 rows and 5 centres.
+        points, centres = torch.randn(2 * 1024 + 13, dim, generator=g), torch.randn(4096 + 5, dim, generator=g)
+        full, index = nearest_centres(points, centres)
+        expected = torch.cdist(points.double(), centres.double()).square().amin(1)
+        # float32 expansion ‖x‖² + ‖c‖² − 2x·c: off by a few 1e-7 of ‖x‖² + ‖c‖² (small distances become 0)
+        scale = points.double().square().sum(1) + centres.double().square().sum(1).max()
+        assert bool(((full.double() - expected).abs() <= 2e-5 * scale).all())
+        for count in (1, 3, 64, 200):
+            some = torch.randperm(len(points), generator=g)[:count]
+            alone, alone_index = nearest_centres(points[some], centres)
+            assert torch.equal(alone, full[some]) and torch.equal(alone_index, index[some])
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_upper_bounds_are_at_least_the_nearest_distances_and_tight_on_clusters(clustered):
+    g = torch.Generator().manual_seed(1)
+    dim, n, m = 64, 4000, 600
+    assert m >= GROUPED_FROM
+    if clustered:  # 30 tight clusters far apart: the nearest labeled point is in the point's own cluster
+        means = torch.randn(30, dim, generator=g) * 3
+        points = means[torch.randint(30, (n,), generator=g)] + 0.3 * torch.randn(n, dim, generator=g)
+        centres = means[torch.randint(30, (m,), generator=g)] + 0.3 * torch.randn(m, dim, generator=g)
+    else:
+        points, centres = torch.randn(n, dim, generator=g), torch.randn(m, dim, generator=g)
+    bounds = nearest_centre_upper_bounds(points, centres)
+    exact = nearest_centre_sq_distances(points, centres)
+    assert bool((bounds >= exact).all())
+    if clustered:
+        assert float((bounds <= exact * 1.05).float().mean()) > 0.9
+    few = centres[: GROUPED_FROM - 1]  # below GROUPED_FROM: the distances themselves
+    assert torch.equal(nearest_centre_upper_bounds(points, few), nearest_centre_sq_distances(points, few))
 
 
 def test_row_minima_in_three_passes_are_the_plain_ones():
