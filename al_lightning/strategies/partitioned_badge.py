@@ -160,6 +160,90 @@ class RankOneBounds:
         lower.sub_(slack, alpha=2.02).sub_(scale, alpha=8.1 * _U32).sub_(4 * self.tiny)
         return lower, cut
 
+    def nearest(self, points: Tensor, sq: Tensor, centres: Tensor, centre_bounds: "RankOneBounds") -> Tensor:
+        """:func:`~al_lightning.strategies.distances.nearest_centre_sq_distances` of ``points`` (these bounds' rows) to ``centres``, bit for bit.
+
+        Each pair's squared distance is first bounded from the factors (h + w products, two
+        small matrix products per block of pairs), to within a margin W per point that covers
+        the plain computation's float32 rounding; a centre more than 2·W beyond a point's
+        nearest bound cannot be its nearest, so each point is measured against the few
+        centres left (usually one), in blocks of points sorted by their nearest bound so that
+        a block shares its centres. Measured values do not depend on which rows or centres
+        share the call (:func:`~al_lightning.strategies.distances.padded_product`), so the
+        minimum over the centres left is the plain minimum over all. Points within reach of
+        the :data:`~al_lightning.strategies.distances.ROUNDING` cut-off (a distance that may
+        become 0) are measured against all centres.
+        """
+        n, count = points.shape[0], centres.shape[0]
+        if count >= 2**24:  # positions are kept in float32 below
+            return nearest_centre_sq_distances(points, centres)
+        centre_sq = torch.linalg.vector_norm(centres, dim=1).square()
+        top_sq = float(centre_sq.max())
+        # W: the largest margin of a point's pairs (RankOneBounds.lower_bounds' terms, each at its worst centre).
+        margin = (self.coefficient * float(centre_bounds.norm.max())).add_(
+            self.size, alpha=float((centre_bounds.residual + self.short * centre_bounds.size).max())
+        )
+        margin.mul_(2.02).add_(sq + top_sq, alpha=12 * _U32).add_(4 * self.tiny)
+        nearest = torch.empty(n, device=points.device)
+        # A centre left to each point (its largest), and how many are left.
+        key = torch.empty(n, device=points.device)  # float32: exact for positions below 2**24
+        left = torch.empty(n, device=points.device)
+        extra_rows, extra_cols = [], []  # the centres left to points left more than one
+        # Blocks of pairs that stay in cache; −2·U is exact, so the bound takes one product less.
+        rows = max(8, min(n, CACHE_BYTES // (8 * max(1, count))))
+        doubled = self.u.T.mul(-2)
+        u_block = torch.empty(rows, count, device=points.device)
+        v_block = torch.empty(rows, count, device=points.device)
+        positions = torch.arange(count, dtype=torch.float32, device=points.device)
+        for start in range(0, n, rows):
+            part = slice(start, min(n, start + rows))
+            size = part.stop - start
+            # ‖c‖² − 2·a(x, c): the bound less ‖x‖², which every pair of the row shares.
+            shifted = torch.mm(doubled[part], centre_bounds.u, out=u_block[:size])
+            shifted.mul_(torch.mm(self.v[:, part].T, centre_bounds.v, out=v_block[:size])).add_(centre_sq)
+            least = shifted.amin(dim=1)
+            # 1.0 for a centre left, 0.0 otherwise (a float comparison is several times faster than a bool one)
+            near = torch.le(shifted, (least + 2 * margin[part])[:, None], out=v_block[:size])
+            torch.sum(near, dim=1, out=left[part])
+            torch.mv(near, positions, out=key[part])  # a point's only centre left, where it has one
+            nearest[part] = least.add_(sq[part])
+            several = (left[part] > 1).nonzero().squeeze(1)
+            if several.numel():
+                pairs = near[several].nonzero()
+                extra_rows.append(several[pairs[:, 0]] + start)
+                extra_cols.append(pairs[:, 1])
+        distances = torch.empty(n, device=points.device)
+        # Near the cut-off a distance may become 0 (and NaN leaves no centre): measured against all centres.
+        unsure = (nearest - margin <= ROUNDING * (sq + top_sq)) | (left == 0)
+        if bool(unsure.any()):
+            rows_unsure = unsure.nonzero().squeeze(1)
+            distances[rows_unsure] = nearest_centre_sq_distances(points[rows_unsure], centres)
+        # Every pair left: (point, its key) and the extra ones; by chunk of points sorted by key.
+        sure = (~unsure).nonzero().squeeze(1)
+        single = sure[left[sure] == 1]
+        order = sure[torch.argsort(torch.where(left[sure] == 1, key[sure], count), stable=True)]
+        rank = torch.full((n,), -1, dtype=torch.long, device=points.device)
+        rank[order] = torch.arange(order.numel(), device=points.device)
+        pair_rows = torch.cat([single, *extra_rows])
+        pair_cols = torch.cat([key[single].long(), *extra_cols])
+        kept = rank[pair_rows] >= 0
+        chunk_of_pair = rank[pair_rows[kept]] // MEASURED_ROWS
+        pair_cols = pair_cols[kept][torch.argsort(chunk_of_pair, stable=True)]
+        per_chunk = torch.bincount(chunk_of_pair, minlength=-(-order.numel() // MEASURED_ROWS)).tolist()
+        at = 0
+        for chunk, pairs in enumerate(per_chunk):
+            chosen = order[chunk * MEASURED_ROWS : (chunk + 1) * MEASURED_ROWS]
+            cols = torch.unique(pair_cols[at : at + pairs])
+            at += pairs
+            distances[chosen] = nearest_centre_sq_distances(points[chosen], centres[cols])
+        return distances
+
+
+#: Points measured together by :meth:`RankOneBounds.nearest` (sorted by their nearest bound).
+MEASURED_ROWS = 512
+#: Bytes of the two blocks of pairs that :meth:`RankOneBounds.nearest` bounds at a time.
+CACHE_BYTES = 2 << 20
+
 
 def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator: torch.Generator) -> Tensor:
     """k-means++ seeding of ``budget`` rows of ``x`` (n, P), Euclidean, with ``centres`` (m, P) as existing centres.
@@ -183,10 +267,12 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
     distance to the new centre is bounded from h + w products instead of P, with the float32
     rounding of the plain computation accounted for, and only the points whose bound does not
     rule out a move are measured (those that do move, and the few within rounding of their
-    value). Then the triangle test is not used, and the labeled centres' distances are
-    :func:`~al_lightning.strategies.distances.nearest_centre_sq_distances`, without positions.
+    value). Then the triangle test is not used, and the labeled centres (when they factor
+    too) are bounded the same way, pair by pair, and each point measured only against the
+    centres its bounds leave (:meth:`RankOneBounds.nearest`: the plain distances bit for bit).
 
-    Cost: O(n·m·P) for the labeled centres, then per pick O(n·(h + w)) for the rank-one test
+    Cost: O(n·m·(h + w)) for the labeled centres (O(n·m·P) if they do not factor), then per
+    pick O(n·(h + w)) for the rank-one test
     (or O((m + picks)·P) for the centre distances and O(n) for the triangle test), O(n) for
     the D² draw, and O(P) per point measured.
     """
@@ -207,7 +293,11 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
     bank = torch.empty(num_centres + budget if triangle else 0, dim, device=points.device)
     bank_sq = torch.empty(num_centres + budget if triangle else 0, device=points.device)
     if num_centres > 0 and not triangle:
-        nearest = nearest_centre_sq_distances(x, centres)
+        centre_bounds = RankOneBounds.build(centres, torch.linalg.vector_norm(centres, dim=1).square())
+        if centre_bounds is not None and centre_bounds.u.shape == (bounds.u.shape[0], num_centres):
+            nearest = bounds.nearest(x, sq, centres, centre_bounds)
+        else:
+            nearest = nearest_centre_sq_distances(x, centres)
     elif num_centres > 0:
         nearest, assign = nearest_centres(x, centres)
         bank[:num_centres] = centres
@@ -295,9 +385,10 @@ class PartitionedBadge(PartitionedStrategy):
     No 1/batch-size factor (the paper's code has one from its batch-mean loss; a common scale
     changes no pick).
 
-    Cost with P = h·w ≤ ``pooled_dim``: O(N·(C + d + P)) time to embed, O(N·M·P/p) for the labeled
-    centres and at most O(b·N·P/p) for the seeding, usually much less: after each pick only
-    the points that the triangle inequality cannot rule out are measured
+    Cost with P = h·w ≤ ``pooled_dim``: O(N·(C + d + P)) time to embed, O(N·M·(h + w)/p) for
+    the labeled centres (bounds from the outer-product factors, then a few centres measured
+    per point) and at most O(b·N·P/p) for the seeding, usually much less: after each pick only
+    the points that their bounds cannot rule out are measured
     (:func:`seed_partition`), with the same draws as measuring all of them;
     O((N + M)·P/p) memory, one partition at a time, plus ~64 MB blocks.
 

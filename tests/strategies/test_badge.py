@@ -10,7 +10,7 @@ import al_lightning.strategies.badge  # noqa: F401
 import al_lightning.strategies.partitioned_badge as partitioned_badge_module
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.distances import RowDots, aligned_rows, nearest_sq_distances
+from al_lightning.strategies.distances import RowDots, aligned_rows, nearest_centre_sq_distances, nearest_sq_distances
 from al_lightning.strategies.gradient_embedding import (
     gradient_factors,
     gradient_sq_distances,
@@ -372,3 +372,29 @@ def test_rank_one_bounds_stay_sound_on_rows_that_are_not_rank_one(monkeypatch):
         expected = plain_d2(x, y, 300, torch.Generator().manual_seed(seed))
         assert seed_partition(x, y, 300, torch.Generator().manual_seed(seed)).tolist() == expected
     assert partitioned_badge_module.RankOneBounds.build(*(lambda r: (r, r.square().sum(1)))(torch.randn(300, 512, generator=g))) is None
+
+
+@pytest.mark.parametrize("spread, labeled", [(0.2, 300), (1.0, 300), (0.2, 7)])
+def test_nearest_labeled_embedding_from_rank_one_bounds_is_the_plain_one_bit_for_bit(spread, labeled, monkeypatch):
+    x, y = pooled_embeddings(3000, labeled, seed=5, spread=spread)
+    x[100:105] = y[:5]  # copies of centres: distance 0, measured against every centre
+    x[200:205] = y[:5] * (1 + 1e-6)  # within rounding of a centre
+    x[300:310] = x[400:410]  # duplicates of each other
+    y[-40:] = y[:40] * (1 + 2**-23)  # centres within rounding of each other: near ties between them
+    sq = torch.linalg.vector_norm(x, dim=1).square()
+    bounds = partitioned_badge_module.RankOneBounds.build(aligned_rows(x), sq)
+    centre_bounds = partitioned_badge_module.RankOneBounds.build(y, torch.linalg.vector_norm(y, dim=1).square())
+    pairs: list[int] = []
+    original = partitioned_badge_module.nearest_centre_sq_distances
+
+    def counting(points, centres):
+        pairs.append(len(points) * len(centres))
+        return original(points, centres)
+
+    monkeypatch.setattr(partitioned_badge_module, "nearest_centre_sq_distances", counting)
+    nearest = bounds.nearest(x, sq, y, centre_bounds)
+    monkeypatch.undo()
+    assert torch.equal(nearest, nearest_centre_sq_distances(x, y))
+    assert bool((nearest[100:105] == 0).all())
+    if labeled > 100 and spread < 1:  # each point measured against a few centres, not all
+        assert sum(pairs) < len(x) * labeled / 4

@@ -91,6 +91,18 @@ def test_a_rows_nearest_centre_does_not_depend_on_the_rows_computed_with_it(dim,
         torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("dim", [3, 512, 2048])
+def test_a_pairs_distance_does_not_depend_on_the_centres_computed_with_it(dim):
+    g = torch.Generator().manual_seed(dim)
+    points, centres = torch.randn(150, dim, generator=g), torch.randn(200, dim, generator=g)
+    # Each centre on its own: one column of the (points, centres) distance matrix.
+    columns = torch.stack([nearest_centre_sq_distances(points, centres[j : j + 1]) for j in range(len(centres))], 1)
+    assert torch.equal(nearest_centre_sq_distances(points, centres), columns.amin(1))
+    for count in (2, 5, 70, 130):
+        some = torch.randperm(len(centres), generator=g)[:count]
+        assert torch.equal(nearest_centre_sq_distances(points, centres[some]), columns[:, some].amin(1))
+
+
 @pytest.mark.parametrize("clustered", [False, True])
 def test_upper_bounds_are_at_least_the_nearest_distances_and_tight_on_clusters(clustered):
     g = torch.Generator().manual_seed(1)
