@@ -19,15 +19,16 @@ this process on the same data:
 
 The pool is benchmarks/synthetic_pool.py's (memory-mapped), with 1 labeled point per 25.6
 unlabeled ones as benchmarks/select_strategies.py (50,000 at full size). The plain versions
-below call the library's distance primitives (the same initial blocked distances, and
-``RowDots`` for the pass after each pick, which is as fast as one ``torch.mv``: the table's
-"pass" row measures both), so that both sides see the same distances bit for bit; only the
-skipping differs. Both include the initial distances to the labeled set, an O(N·M·d/p)
-matrix product that no pick skips: the table gives each side's ("initial s"), and the ratio
-of what is left. Partitioned BADGE's sides also both compute the pooled gradient embeddings
-of every point (O(N·(C + d)), in float64): a line after the table gives that time too and
-the ratio of what is left after both shared parts. Results go to
-benchmarks/results/select_exact_speed_<name>.md and .jsonl.
+below call the library's distance primitives (the blocked distances to the labeled set,
+and ``RowDots`` for the pass after each pick, which is as fast as one ``torch.mv``: the
+results' "pass" line measures both), so that both sides see the same distances bit for
+bit. The plain versions measure every point against every labeled point (an O(N·M·d/p)
+matrix product) and update every point after every pick; the strategies measure only what
+their bounds cannot rule out, in both parts. The table gives each side's seconds for the
+distances to the labeled set ("initial s") and the ratio of what is left. Partitioned
+BADGE's sides also both compute the pooled gradient embeddings of every point
+(O(N·(C + d))): a line after the table gives that time too and the ratio of what is left
+after it. Results go to benchmarks/results/select_exact_speed_<name>.md and .jsonl.
 """
 
 from __future__ import annotations
