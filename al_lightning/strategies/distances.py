@@ -175,14 +175,13 @@ def skip_slack(dim: int) -> float:
 def _centre_groups(centres: Tensor, groups: int, steps: int = 3) -> tuple[Tensor, Tensor]:
     """(G, d) means and (K,) group of each centre: ``steps`` Lloyd steps from evenly spaced centres (no randomness)."""
     means = centres[torch.linspace(0, centres.shape[0] - 1, groups).round().long()].clone()
-    for _ in range(steps + 1):
-        assign = nearest_centres(centres, means)[1]
-        if _ == steps:
-            break
+    assign = nearest_centres(centres, means)[1]
+    for _ in range(steps):
         sums = torch.zeros_like(means).index_add_(0, assign, centres)
         counts = torch.bincount(assign, minlength=groups)
         filled = counts > 0  # an empty group keeps its mean
         means[filled] = sums[filled] / counts[filled, None]
+        assign = nearest_centres(centres, means)[1]
     return means, assign
 
 
@@ -206,20 +205,22 @@ def nearest_centre_upper_bounds(points: Tensor, centres: Tensor) -> Tensor:
     if count < GROUPED_FROM:
         return nearest_centre_sq_distances(points, centres)
     means, members = _centre_groups(centres, round(count**0.5))
-    group_of_point = nearest_centres(points, means)[1]
+    sq_points, sq_centres = row_sq_norms(points), row_sq_norms(centres)  # once, for every call below
+    group_of_point = _nearest(sq_points, row_sq_norms(means), padded_product(points, means), with_index=True)[1]
     bounds = torch.empty(points.shape[0], device=points.device)
     order = torch.argsort(group_of_point, stable=True)
     ends = torch.bincount(group_of_point, minlength=means.shape[0]).cumsum(0).tolist()
     rows = max(GROUP_ROWS, BLOCK_BYTES // (4 * points.shape[1]) // GROUP_ROWS * GROUP_ROWS)
     start = 0
     for group, end in enumerate(ends):
-        inside = centres[members == group]
+        inside = members == group
         for first in range(start, end, rows):
             chosen = order[first : min(end, first + rows)]
-            bounds[chosen] = nearest_centre_sq_distances(points[chosen], inside)
+            cross = padded_product(points[chosen], centres[inside])
+            bounds[chosen] = _nearest(sq_points[chosen], sq_centres[inside], cross, with_index=False)[0]
         start = end
     slack = skip_slack(points.shape[1])
-    return bounds.add_(row_sq_norms(points).add_(float(row_sq_norms(centres).max())), alpha=slack)
+    return bounds.add_(sq_points.add_(float(sq_centres.max())), alpha=slack)
 
 
 #: Rows handed to :class:`RowDots` start at multiples of this many bytes.

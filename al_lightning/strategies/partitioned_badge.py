@@ -160,8 +160,12 @@ class RankOneBounds:
         lower.sub_(slack, alpha=2.02).sub_(scale, alpha=8.1 * _U32).sub_(4 * self.tiny)
         return lower, cut
 
-    def nearest(self, points: Tensor, sq: Tensor, centres: Tensor, centre_bounds: "RankOneBounds") -> Tensor:
+    def nearest(
+        self, points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, centre_bounds: "RankOneBounds"
+    ) -> Tensor:
         """:func:`~al_lightning.strategies.distances.nearest_centre_sq_distances` of ``points`` (these bounds' rows) to ``centres``, bit for bit.
+
+        ``sq`` and ``centre_sq`` are their squared norms, ``centre_bounds`` the centres' factors.
 
         Each pair's squared distance is first bounded from the factors (h + w products, two
         small matrix products per block of pairs), to within a margin W per point that covers
@@ -177,7 +181,6 @@ class RankOneBounds:
         n, count = points.shape[0], centres.shape[0]
         if count >= 2**24:  # positions are kept in float32 below
             return nearest_centre_sq_distances(points, centres)
-        centre_sq = torch.linalg.vector_norm(centres, dim=1).square()
         top_sq = float(centre_sq.max())
         # W: the largest margin of a point's pairs (RankOneBounds.lower_bounds' terms, each at its worst centre).
         margin = (self.coefficient * float(centre_bounds.norm.max())).add_(
@@ -293,9 +296,10 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
     bank = torch.empty(num_centres + budget if triangle else 0, dim, device=points.device)
     bank_sq = torch.empty(num_centres + budget if triangle else 0, device=points.device)
     if num_centres > 0 and not triangle:
-        centre_bounds = RankOneBounds.build(centres, torch.linalg.vector_norm(centres, dim=1).square())
+        centre_sq = torch.linalg.vector_norm(centres, dim=1).square()
+        centre_bounds = RankOneBounds.build(centres, centre_sq)
         if centre_bounds is not None and centre_bounds.u.shape == (bounds.u.shape[0], num_centres):
-            nearest = bounds.nearest(x, sq, centres, centre_bounds)
+            nearest = bounds.nearest(x, sq, centres, centre_sq, centre_bounds)
         else:
             nearest = nearest_centre_sq_distances(x, centres)
     elif num_centres > 0:

@@ -383,7 +383,8 @@ def test_nearest_labeled_embedding_from_rank_one_bounds_is_the_plain_one_bit_for
     y[-40:] = y[:40] * (1 + 2**-23)  # centres within rounding of each other: near ties between them
     sq = torch.linalg.vector_norm(x, dim=1).square()
     bounds = partitioned_badge_module.RankOneBounds.build(aligned_rows(x), sq)
-    centre_bounds = partitioned_badge_module.RankOneBounds.build(y, torch.linalg.vector_norm(y, dim=1).square())
+    centre_sq = torch.linalg.vector_norm(y, dim=1).square()
+    centre_bounds = partitioned_badge_module.RankOneBounds.build(y, centre_sq)
     pairs: list[int] = []
     original = partitioned_badge_module.nearest_centre_sq_distances
 
@@ -392,7 +393,7 @@ def test_nearest_labeled_embedding_from_rank_one_bounds_is_the_plain_one_bit_for
         return original(points, centres)
 
     monkeypatch.setattr(partitioned_badge_module, "nearest_centre_sq_distances", counting)
-    nearest = bounds.nearest(x, sq, y, centre_bounds)
+    nearest = bounds.nearest(x, sq, y, centre_sq, centre_bounds)
     monkeypatch.undo()
     assert torch.equal(nearest, nearest_centre_sq_distances(x, y))
     assert bool((nearest[100:105] == 0).all())

@@ -19,29 +19,32 @@ from al_lightning.strategies.distances import (
 )
 
 
-@pytest.mark.parametrize("dim", [1, 5, 33, 100, 512, 2047, 2048])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_a_rows_product_does_not_depend_on_the_rows_computed_with_it(dim, threads):
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}threads")
+def threads(request):
+    """Run the test with torch on 1, then 2 CPU threads (BLAS picks kernels by both)."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(dim)
-        n = 3 * GROUP_ROWS + 37  # whole groups and a padded tail
-        matrix = aligned_rows(torch.randn(n + 1, dim, generator=g)[1:])  # from a misaligned view
-        vector = torch.randn(dim, generator=g)
-        dots = RowDots(dim, matrix.device)
-        full = dots(matrix, vector)
-        assert torch.allclose(full.double(), matrix.double() @ vector.double(), rtol=1e-4, atol=1e-3)
-        some = torch.randperm(n, generator=g)[: n // 5]
-        assert torch.equal(dots(matrix, vector, some), full[some])
-        for i in some[:10].tolist():
-            assert torch.equal(dots(matrix, vector, torch.tensor([i])), full[i : i + 1])
-            assert torch.equal(dots(matrix[i : i + 1], vector), full[i : i + 1])  # a one-row matrix
-        # The roles of row and vector swapped: the same product.
-        j = int(some[0])
-        assert bool(dots(aligned_rows(vector[None].clone()), matrix[j])[0] == full[j])
-    finally:
-        torch.set_num_threads(previous)
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dim", [1, 5, 33, 100, 512, 2047, 2048])
+def test_a_rows_product_does_not_depend_on_the_rows_computed_with_it(dim, threads):
+    g = torch.Generator().manual_seed(dim)
+    n = 3 * GROUP_ROWS + 37  # whole groups and a padded tail
+    matrix = aligned_rows(torch.randn(n + 1, dim, generator=g)[1:])  # from a misaligned view
+    vector = torch.randn(dim, generator=g)
+    dots = RowDots(dim, matrix.device)
+    full = dots(matrix, vector)
+    assert torch.allclose(full.double(), matrix.double() @ vector.double(), rtol=1e-4, atol=1e-3)
+    some = torch.randperm(n, generator=g)[: n // 5]
+    assert torch.equal(dots(matrix, vector, some), full[some])
+    for i in some[:10].tolist():
+        assert torch.equal(dots(matrix, vector, torch.tensor([i])), full[i : i + 1])
+        assert torch.equal(dots(matrix[i : i + 1], vector), full[i : i + 1])  # a one-row matrix
+    # The roles of row and vector swapped: the same product.
+    j = int(some[0])
+    assert bool(dots(aligned_rows(vector[None].clone()), matrix[j])[0] == full[j])
 
 
 def test_aligned_rows_copies_only_when_it_must():
@@ -70,25 +73,19 @@ def test_row_norms_and_nearest_centres_are_the_plain_values():
 
 
 @pytest.mark.parametrize("dim", [1, 7, 100, 512, 2048])
-@pytest.mark.parametrize("threads", [1, 2])
 def test_a_rows_nearest_centre_does_not_depend_on_the_rows_computed_with_it(dim, threads):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(dim)
-        # Rows and centres that are neither whole groups nor one block: tails of 13 rows and 5 centres.
-        points, centres = torch.randn(2 * 1024 + 13, dim, generator=g), torch.randn(4096 + 5, dim, generator=g)
-        full, index = nearest_centres(points, centres)
-        expected = torch.cdist(points.double(), centres.double()).square().amin(1)
-        # float32 expansion ‖x‖² + ‖c‖² − 2x·c: off by a few 1e-7 of ‖x‖² + ‖c‖² (small distances become 0)
-        scale = points.double().square().sum(1) + centres.double().square().sum(1).max()
-        assert bool(((full.double() - expected).abs() <= 2e-5 * scale).all())
-        for count in (1, 3, 64, 200):
-            some = torch.randperm(len(points), generator=g)[:count]
-            alone, alone_index = nearest_centres(points[some], centres)
-            assert torch.equal(alone, full[some]) and torch.equal(alone_index, index[some])
-    finally:
-        torch.set_num_threads(previous)
+    g = torch.Generator().manual_seed(dim)
+    # Rows and centres that are neither whole groups nor one block: tails of 13 rows and 5 centres.
+    points, centres = torch.randn(2 * 1024 + 13, dim, generator=g), torch.randn(4096 + 5, dim, generator=g)
+    full, index = nearest_centres(points, centres)
+    expected = torch.cdist(points.double(), centres.double()).square().amin(1)
+    # float32 expansion ‖x‖² + ‖c‖² − 2x·c: off by a few 1e-7 of ‖x‖² + ‖c‖² (small distances become 0)
+    scale = points.double().square().sum(1) + centres.double().square().sum(1).max()
+    assert bool(((full.double() - expected).abs() <= 2e-5 * scale).all())
+    for count in (1, 3, 64, 200):
+        some = torch.randperm(len(points), generator=g)[:count]
+        alone, alone_index = nearest_centres(points[some], centres)
+        assert torch.equal(alone, full[some]) and torch.equal(alone_index, index[some])
 
 
 @pytest.mark.parametrize("dim", [3, 512, 2048])
