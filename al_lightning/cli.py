@@ -16,7 +16,7 @@ from al_lightning.callbacks import QueryCallback
 from al_lightning.callbacks.run_state import latest_last_checkpoint
 from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
 from al_lightning.data import ActiveDataModule
-from al_lightning.distributed import RankFailedError
+from al_lightning.distributed import RankFailedError, leave_process_group
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
 
@@ -107,6 +107,8 @@ def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, con
             traceback.print_exception(err.__cause__)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        leave_process_group()
 
 
 def main(args: Optional[list[str]] = None) -> None:
