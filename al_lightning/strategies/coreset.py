@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from al_lightning.strategies.distances import (
-    GROUPED_FROM,
     GROUP_ROWS,
+    GROUPED_FROM,
     RowDots,
     aligned_rows,
     aligned_zeros,
