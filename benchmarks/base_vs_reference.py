@@ -1,6 +1,7 @@
 """BASE's logit form against the paper's (B, C, d) formulation, and against one top-2 pass.
 
     python benchmarks/base_vs_reference.py
+    python benchmarks/base_vs_reference.py --device cuda     # on a GPU
 
 1. On one pool (N = 10,000, C = 1,000, d = 512, b = 1,000: the paper's code takes ~40 s there), time
    the (B, C, d) distance computation of the published code plus its per-class sort, and
@@ -24,7 +25,7 @@ from al_lightning.strategies import PoolOutputs, build
 def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, budget: int, batch: int = 100) -> list[int]:
     """The published formulation: per batch, a (B, C, d) tensor of w_p − w_c, then sorts per class."""
     n, num_classes = features.shape[0], weight.shape[0]
-    distances = torch.empty(n, num_classes)
+    distances = torch.empty(n, num_classes, device=features.device)
     for start in range(0, n, batch):
         h = features[start : start + batch]
         z = h @ weight.T + bias
@@ -32,7 +33,7 @@ def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         normals = weight[p][:, None, :] - weight[None, :, :]  # (B, C, d)
         gaps = ((normals * h[:, None, :]).sum(2) + (bias[p][:, None] - bias[None, :])).abs()
         d = gaps / normals.norm(dim=2)
-        rows = torch.arange(h.shape[0])
+        rows = torch.arange(h.shape[0], device=h.device)
         d[rows, p] = torch.inf
         d[rows, p] = d.min(1).values
         distances[start : start + batch] = d
@@ -49,14 +50,23 @@ def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 
 def timed(fn):
+    """``fn()`` and its wall-clock seconds, queued device work included."""
+    synchronize = torch.cuda.synchronize if torch.cuda.is_initialized() else lambda: None
+    synchronize()
     start = time.perf_counter()
     value = fn()
+    synchronize()
     return value, time.perf_counter() - start
 
 
-def against_paper(n: int, budget: int) -> None:
-    pool = load_pool(n, 1000, 512, {"features", "logits"})
-    outputs = PoolOutputs(index=torch.arange(n), logits=pool["logits"], weight=pool["weight"], bias=pool["bias"])
+def on(device: torch.device, pool: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The pool's tensors on ``device``."""
+    return {name: tensor.to(device) for name, tensor in pool.items()}
+
+
+def against_paper(n: int, budget: int, device: torch.device) -> None:
+    pool = on(device, load_pool(n, 1000, 512, {"features", "logits"}))
+    outputs = PoolOutputs(index=torch.arange(n, device=device), logits=pool["logits"], weight=pool["weight"], bias=pool["bias"])
     reference, paper_s = timed(lambda: paper_base(pool["features"], pool["weight"], pool["bias"], budget))
     build("base").select(outputs, budget)  # warm-up: threads and allocator, as in a long-running job
     ours, ours_s = timed(lambda: build("base").select(outputs, budget))
@@ -65,11 +75,11 @@ def against_paper(n: int, budget: int) -> None:
           f"{paper_s / ours_s:.0f}x faster; same picks {agree:.1%} (float rounding of the two formulas)")
 
 
-def against_top2(n: int, budget: int) -> None:
+def against_top2(n: int, budget: int, device: torch.device) -> None:
     labeled = round(n / 25.6)  # the cached pool of select_strategies.py
-    pool = load_pool(n + labeled, 1000, 2048, {"logits"})
+    pool = on(device, load_pool(n + labeled, 1000, 2048, {"logits"}))
     logits = pool["logits"][labeled:]
-    full = PoolOutputs(index=torch.arange(n), logits=logits, weight=pool["weight"], bias=pool["bias"])
+    full = PoolOutputs(index=torch.arange(n, device=device), logits=logits, weight=pool["weight"], bias=pool["bias"])
     logits[:10_000].topk(2, dim=1)  # warm-up
     _, floor_s = timed(lambda: logits.topk(2, dim=1))
     print(f"N={n:,} C=1000: one top-2 pass over the logits {floor_s:.2f}s")
@@ -85,10 +95,12 @@ def main() -> None:
     parser.add_argument("--full-n", type=int, default=1_280_000)
     parser.add_argument("--budget", type=int, default=10_000)
     parser.add_argument("--small-budget", type=int, default=1_000, help="budget on the small pool (10%%)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    against_paper(args.small_n, args.small_budget)
-    against_top2(args.full_n, args.budget)
+    device = torch.device(args.device)
+    against_paper(args.small_n, args.small_budget, device)
+    against_top2(args.full_n, args.budget, device)
 
 
 if __name__ == "__main__":

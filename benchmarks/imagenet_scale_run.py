@@ -21,6 +21,7 @@ work and prints it; scoring is the query's time (rounds.csv ``query_seconds``) m
 
     python benchmarks/imagenet_scale_run.py --scale 0.02            # a 2% try first
     python benchmarks/imagenet_scale_run.py --strategies base,random,margin
+    python benchmarks/imagenet_scale_run.py --accelerator gpu --precision bf16-mixed   # on a GPU
 """
 
 from __future__ import annotations
@@ -248,7 +249,9 @@ class Settings:
         return max(1, round(self.epochs / 3))
 
 
-def cli_command(settings: Settings, strategy: str, data: Path, run_dir: Path) -> list[str]:
+def cli_command(
+    settings: Settings, strategy: str, data: Path, run_dir: Path, accelerator: str = "cpu", precision: str = "32-true"
+) -> list[str]:
     """``train.py fit`` with the paper's C-II settings where they apply to a features pool."""
     return [
         sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "features_linear.yaml"),
@@ -258,7 +261,7 @@ def cli_command(settings: Settings, strategy: str, data: Path, run_dir: Path) ->
         f"--al.rounds={settings.rounds}", f"--al.max_epochs={settings.epochs}", "--al.patience=31", "--al.tie_improves=true",
         "--model.lr=15", "--model.weight_decay=0.0001", "--model.scheduler=step",
         f"--model.step_size={settings.step_size}", "--model.gamma=0.1",
-        "--trainer.accelerator=cpu", f"--trainer.default_root_dir={run_dir}",
+        f"--trainer.accelerator={accelerator}", f"--trainer.precision={precision}", f"--trainer.default_root_dir={run_dir}",
     ]  # fmt: skip
 
 
@@ -326,12 +329,17 @@ class RunResult:
 ROUND_LINE = re.compile(r"\[al\] round (\d+): (\d+) labels, test top-1")
 
 
-def run_strategy(settings: Settings, strategy: str, data: Path, run_dir: Path) -> RunResult:
-    """Run the CLI for ``strategy``, watching its memory per round; its output goes to ``run_dir/train.log``."""
+def run_strategy(
+    settings: Settings, strategy: str, data: Path, run_dir: Path, trainer: tuple[str, str] = ("cpu", "32-true")
+) -> RunResult:
+    """Run the CLI for ``strategy``, watching its memory per round; its output goes to ``run_dir/train.log``.
+
+    ``trainer`` is the accelerator and precision given to the trainer (``("gpu", "bf16-mixed")`` on a GPU).
+    """
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    command = cli_command(settings, strategy, data, run_dir)
+    command = cli_command(settings, strategy, data, run_dir, *trainer)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}  # lines as they happen: they close memory windows
     load_before, started = os.getloadavg()[0], time.perf_counter()
@@ -426,6 +434,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/imagenet_scale"), help="pool and run folders")
     parser.add_argument("--results", type=Path, help="markdown file to write (default WORK_DIR/results.md)")
     parser.add_argument("--delete-pool", action="store_true", help="remove the generated pool at the end")
+    parser.add_argument("--accelerator", default="cpu", help="--trainer.accelerator: cpu (default) or gpu")
+    parser.add_argument("--precision", default="32-true", help="--trainer.precision, e.g. bf16-mixed on a GPU")
     return parser.parse_args(argv)
 
 
@@ -439,7 +449,8 @@ def main(argv: Optional[list[str]] = None) -> list[RunResult]:
     print(f"pool ready in {generate_seconds:.0f} s: {data}", flush=True)
     results = []
     for strategy in args.strategies.split(","):
-        results.append(run_strategy(settings, strategy, data, args.work_dir / f"run_{strategy}_s{args.scale}"))
+        run_dir = args.work_dir / f"run_{strategy}_s{args.scale}"
+        results.append(run_strategy(settings, strategy, data, run_dir, (args.accelerator, args.precision)))
         print(markdown_table(results[-1]) + "\n", flush=True)
         text = report(settings, results, generate_seconds, " ".join(["python", "benchmarks/imagenet_scale_run.py", *(argv or sys.argv[1:])]))
         (args.results or args.work_dir / "results.md").write_text(text)

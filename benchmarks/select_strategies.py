@@ -2,6 +2,7 @@
 
     python benchmarks/select_strategies.py                 # the README's table (needs ~20 GB RAM, ~60 GB disk)
     python benchmarks/select_strategies.py --scale 0.1     # a quick look at a tenth of the sizes
+    python benchmarks/select_strategies.py --device cuda   # on a GPU (memory: CUDA's allocator)
 
 Each measurement runs in its own process (benchmarks/select_one.py) so that peak memory is
 that strategy's alone. Results go to benchmarks/results/select_<machine>.md and .jsonl.
@@ -40,8 +41,8 @@ PLAN: list[tuple[str, tuple[int, ...], dict[str, int]]] = [
 ]
 
 
-def run(strategy: str, n: int, extra: dict[str, int]) -> dict:
-    args = {"classes": 1000, "dim": 2048, "budget": 10_000, "labeled": max(1, round(n / 25.6)), **extra}
+def run(strategy: str, n: int, extra: dict[str, int], device: str = "cpu") -> dict:
+    args = {"classes": 1000, "dim": 2048, "budget": 10_000, "labeled": max(1, round(n / 25.6)), **extra, "device": device}
     command = [sys.executable, str(HERE / "select_one.py"), strategy, f"--n={n}", *[f"--{k}={v}" for k, v in args.items()]]
     result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
     if result.returncode != 0:
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every pool size and budget by this")
     parser.add_argument("--only", nargs="*", help="strategies to run (default: all)")
     parser.add_argument("--name", default=platform.node() or "machine", help="results file suffix")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
 
     out = HERE / "results"
@@ -65,7 +67,7 @@ def main() -> None:
         for n in sizes:
             scaled = {k: (max(1, int(v * args.scale)) if k == "budget" else v) for k, v in extra.items()}
             scaled.setdefault("budget", max(1, int(10_000 * args.scale)))
-            row = run(strategy, max(1, int(n * args.scale)), scaled)
+            row = run(strategy, max(1, int(n * args.scale)), scaled, args.device)
             rows.append(row)
             print(json.dumps(row), flush=True)
             with open(out / f"select_{args.name}.jsonl", "a") as f:
