@@ -16,6 +16,7 @@ import argparse
 import time
 
 import torch
+from select_one import synchronize
 from synthetic_pool import load_pool
 
 from al_lightning.quotas import even_shares
@@ -49,13 +50,12 @@ def paper_base(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     return picked
 
 
-def timed(fn):
-    """``fn()`` and its wall-clock seconds, queued device work included."""
-    synchronize = torch.cuda.synchronize if torch.cuda.is_initialized() else lambda: None
-    synchronize()
+def timed(fn, device: torch.device):
+    """``fn()`` and its wall-clock seconds, the work queued on ``device`` included."""
+    synchronize(device)
     start = time.perf_counter()
     value = fn()
-    synchronize()
+    synchronize(device)
     return value, time.perf_counter() - start
 
 
@@ -67,9 +67,9 @@ def on(device: torch.device, pool: dict[str, torch.Tensor]) -> dict[str, torch.T
 def against_paper(n: int, budget: int, device: torch.device) -> None:
     pool = on(device, load_pool(n, 1000, 512, {"features", "logits"}))
     outputs = PoolOutputs(index=torch.arange(n, device=device), logits=pool["logits"], weight=pool["weight"], bias=pool["bias"])
-    reference, paper_s = timed(lambda: paper_base(pool["features"], pool["weight"], pool["bias"], budget))
+    reference, paper_s = timed(lambda: paper_base(pool["features"], pool["weight"], pool["bias"], budget), device)
     build("base").select(outputs, budget)  # warm-up: threads and allocator, as in a long-running job
-    ours, ours_s = timed(lambda: build("base").select(outputs, budget))
+    ours, ours_s = timed(lambda: build("base").select(outputs, budget), device)
     agree = len(set(reference) & set(ours.tolist())) / budget
     print(f"N={n:,} C=1000 d=512 b={budget:,}: paper (B,C,d) {paper_s:.2f}s, logit form {ours_s:.3f}s, "
           f"{paper_s / ours_s:.0f}x faster; same picks {agree:.1%} (float rounding of the two formulas)")
@@ -81,11 +81,11 @@ def against_top2(n: int, budget: int, device: torch.device) -> None:
     logits = pool["logits"][labeled:]
     full = PoolOutputs(index=torch.arange(n, device=device), logits=logits, weight=pool["weight"], bias=pool["bias"])
     logits[:10_000].topk(2, dim=1)  # warm-up
-    _, floor_s = timed(lambda: logits.topk(2, dim=1))
+    _, floor_s = timed(lambda: logits.topk(2, dim=1), device)
     print(f"N={n:,} C=1000: one top-2 pass over the logits {floor_s:.2f}s")
     for name in ("base", "mase", "margin"):
         build(name).select(PoolOutputs(index=full.index[:20_000], logits=logits[:20_000], weight=full.weight), budget // 100)
-        _, seconds = timed(lambda: build(name).select(full, budget))
+        _, seconds = timed(lambda: build(name).select(full, budget), device)
         print(f"  {name}: {seconds:.2f}s = {seconds / floor_s:.1f}x the top-2 pass")
 
 
