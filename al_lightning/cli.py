@@ -9,16 +9,33 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+from jsonargparse import Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from al_lightning.callbacks import QueryCallback
-from al_lightning.callbacks.run_state import latest_last_checkpoint
-from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
+from al_lightning.config_files import PROJECT_CONFIGS, check_moved_options, print_config_flags, resolve_config_args
 from al_lightning.data import ActiveDataModule
+from al_lightning.data.sources import SOURCES
 from al_lightning.distributed import RankFailedError, leave_process_group
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.oracles import ORACLES
+from al_lightning.rounds import QueryCallback
+from al_lightning.run_files import latest_last_checkpoint, read_run_json
+from al_lightning.strategies.registry import STRATEGIES
+
+#: Options that moved under their plug-in's name: the old spelling fails with one line naming the new one.
+MOVED_OPTIONS = {
+    **{f"data.{option}": f"data.dataset_args.{option}" for option in ("download", "imbalance_ratio", "split_dir", "skip_corrupt", "classes", "test_path", "val_path")},
+    "al.labelstudio_url": "al.oracle_args.url",
+    "al.labelstudio_project": "al.oracle_args.project",
+}
+
+#: Each plug-in kind: the key naming it, the key of its options, and its registry (``--print_config`` shows them all).
+PLUGINS = (("data.dataset", "data.dataset_args", SOURCES), ("al.strategy", "al.strategy_args", STRATEGIES), ("al.oracle", "al.oracle_args", ORACLES))
+
+TENSORBOARD_LOGGER = "pytorch_lightning.loggers.TensorBoardLogger"
 
 
 class ActiveLearningCLI(LightningCLI):
@@ -26,9 +43,14 @@ class ActiveLearningCLI(LightningCLI):
 
     Namespaces: ``--data.*`` (:class:`ActiveDataModule`), ``--model.*``
     (:class:`ActiveClassifier`), ``--al.*`` (:class:`QueryCallback`), ``--trainer.*``.
-    The number of classes (and, for a features file, the embedding size) flows from the
-    data module into the model, and the per-round epoch limit into the cosine schedule's period. The trainer runs until the callback
-    ends the last round (``max_epochs=-1``).
+    The number of classes (and, for a features file, the embedding size) flows from the data
+    module into the model, and the per-round epoch limit into the cosine schedule's period.
+    The trainer runs until the callback ends the last round (``max_epochs=-1``), without
+    Lightning's distributed sampler (the data module shards every loader itself, exactly).
+
+    ``--ckpt_path=last`` (or a run paused for people's labels, found through
+    ``--al.label_dir``) continues the run in its own log directory: the logger's version is
+    set to that run's before the trainer is built.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -48,40 +70,89 @@ class ActiveLearningCLI(LightningCLI):
                 "trainer.reload_dataloaders_every_n_epochs": 1,
                 "trainer.enable_checkpointing": False,
                 "trainer.num_sanity_val_steps": 0,
+                "trainer.use_distributed_sampler": False,
             }
         )
 
-    def before_fit(self) -> None:
-        """Turn ``--ckpt_path=last`` (or a paused run's state) into a checkpoint, and log into its run's folder."""
-        config = self.config_init["fit"] if "fit" in self.config_init else self.config_init
-        given = config.get("ckpt_path")
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; with ``--print_config``, print the config with every option of the chosen plug-ins and exit.
+
+        jsonargparse prints what was given; a plug-in's options (``--al.strategy_args``, ...)
+        are a dict whose defaults live in the plug-in's constructor, so they are filled in here
+        (:meth:`~al_lightning.plugins.Registry.options`) after the arguments are checked.
+        """
+        given = sys.argv[1:] if args is None else args
+        flags = print_config_flags(given) if isinstance(given, list) else None
+        if flags is None:
+            super().parse_arguments(parser, args)
+            return
+        super().parse_arguments(parser, [a for a in given if a.split("=", 1)[0] != "--print_config"])
+        subcommand = self.config.get("subcommand")
+        for name_key, options_key, registry in PLUGINS:
+            key = f"{subcommand}.{options_key}" if subcommand else options_key
+            name = self.config.get(f"{subcommand}.{name_key}" if subcommand else name_key)
+            if name is not None and key in self.config:
+                self.config[key] = {**registry.options(name), **(self.config[key] or {})}
+        dumped = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_validation=True))
+        if subcommand:
+            dumped = dumped[subcommand]
+        if "skip_null" in flags:
+            dumped = _without_none(dumped)
+        sys.stdout.write(yaml.safe_dump(dumped, sort_keys=False))
+        sys.exit(0)
+
+    def before_instantiate_classes(self) -> None:
+        """Which run ``--ckpt_path=last`` (or a paused run) continues, set before the trainer exists."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if "ckpt_path" in config:
+            self._resume_in_place(config)
+
+    def _resume_in_place(self, config: Namespace) -> None:
+        """Turn ``--ckpt_path=last`` (or a paused run's state) into a checkpoint, and log into its run's folder.
+
+        An explicit checkpoint keeps Lightning's own behaviour (a new log directory). Lightning's
+        default logger is spelled out (TensorBoard in ``default_root_dir/lightning_logs``) so that
+        its version can be set.
+        """
+        given = config.ckpt_path
         if given not in (None, "last"):
-            return  # an explicit checkpoint: Lightning's own behaviour (a new log directory)
-        callback = next((cb for cb in self.trainer.callbacks if isinstance(cb, QueryCallback)), None)
-        paused = callback.run_state.checkpoint() if callback is not None and callback.run_state is not None else None
-        checkpoint = paused
+            return
+        trainer = config.trainer
+        if trainer.logger is None or trainer.logger is True:
+            save_dir = trainer.default_root_dir or os.getcwd()
+            trainer.logger = Namespace(class_path=TENSORBOARD_LOGGER, init_args=Namespace(save_dir=save_dir, name="lightning_logs"))
+        loggers = [lg for lg in (trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]) if isinstance(lg, Namespace)]
+        label_dir = config.al.label_dir
+        checkpoint = read_run_json(Path(label_dir).expanduser()) if label_dir else None
+        roots = [_logger_root(logger) for logger in loggers]
         if checkpoint is None and given == "last":
-            root = self._logger_root()
+            root = next((r for r in roots if r is not None), Path(trainer.default_root_dir or "."))
             checkpoint = latest_last_checkpoint(root)
             if checkpoint is None:
                 rank_zero_warn(f"--ckpt_path=last: no checkpoints/last.ckpt under '{root}' yet; starting a new run")
-        if checkpoint is not None:
-            rank_zero_info(f"[al] continuing the run saved in {checkpoint}")
-            self._log_into(checkpoint.parent.parent)
-        config["ckpt_path"] = None if checkpoint is None else str(checkpoint)
+        config.ckpt_path = None if checkpoint is None else str(checkpoint)
+        if checkpoint is None:
+            return
+        rank_zero_info(f"[al] continuing the run saved in {checkpoint}")
+        run_dir = checkpoint.parent.parent
+        for logger, root in zip(loggers, roots):
+            if root is not None and root.resolve() == run_dir.parent.resolve():
+                logger.init_args.version = run_dir.name
 
-    def _logger_root(self) -> Path:
-        """The folder holding the logger's run folders (``version_N``)."""
-        logger = self.trainer.logger
-        root = getattr(logger, "root_dir", None) if logger is not None else None
-        return Path(root) if root else Path(self.trainer.default_root_dir)
 
-    def _log_into(self, log_dir: Path) -> None:
-        """Make the loggers write into ``log_dir`` (a resumed run keeps one folder and one set of curves)."""
-        for logger in self.trainer.loggers:
-            root = getattr(logger, "root_dir", None)
-            if root is not None and Path(root).resolve() == log_dir.parent.resolve() and hasattr(logger, "_version"):
-                logger._version = log_dir.name
+def _logger_root(logger: Namespace) -> Optional[Path]:
+    """The folder holding a file logger's run folders (``save_dir/name``), None for other loggers."""
+    args = logger.get("init_args") or Namespace()
+    if args.get("save_dir") is None or not any(logger.class_path.endswith(n) for n in ("TensorBoardLogger", "CSVLogger")):
+        return None
+    name = args.get("name", "lightning_logs")
+    return Path(args.save_dir).expanduser() / name if name else Path(args.save_dir).expanduser()
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, configs: Path = PROJECT_CONFIGS) -> None:
@@ -98,7 +169,13 @@ def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, con
     try:
         given = sys.argv[1:] if args is None else args
         resolved = resolve_config_args(given, configs) if isinstance(given, list) else given
-        cli_class(args=args if resolved == given else resolved)
+        if isinstance(resolved, list):
+            check_moved_options(resolved, MOVED_OPTIONS)
+        if args is None:
+            sys.argv[1:] = resolved  # the command line as LightningCLI reads it, with the configs found
+            cli_class()
+        else:
+            cli_class(args=resolved)
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

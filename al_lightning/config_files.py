@@ -1,10 +1,13 @@
-"""``--config NAME.yaml`` finds the project's own configs from any working directory."""
+"""Command lines before the parser: ``--config NAME.yaml`` found in the project's configs, moved options refused, ``--print_config``'s flags."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any, Optional
+
+import yaml
 
 from al_lightning.errors import ConfigurationError
 
@@ -50,3 +53,43 @@ def _resolve(value: str, folder: Path) -> str:
         f"config file '{value}' not found in {Path.cwd()} nor in {folder}; "
         f"give a path or one of: {', '.join(existing) or '(no configs there)'}"
     )
+
+
+def print_config_flags(args: list[str]) -> Optional[set[str]]:
+    """The flags of ``--print_config[=flags]`` in ``args`` (an empty set for the bare option), or None without it."""
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if name == "--print_config":
+            return {flag.strip() for flag in value.split(",") if flag.strip()}
+    return None
+
+
+def check_moved_options(args: list[str], moved: dict[str, str]) -> None:
+    """Refuse an option that moved (``moved``: old dotted key → new), on the command line or in a config file.
+
+    One line names the new spelling, instead of jsonargparse's list of every valid option.
+    """
+    given = [arg.split("=", 1)[0].removeprefix("--") for arg in args if arg.startswith("--")]
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg in _FLAGS and i + 1 < len(args) else arg.removeprefix("--config=") if arg.startswith("--config=") else None
+        if value is not None and Path(value).expanduser().is_file():
+            try:
+                content = yaml.safe_load(Path(value).expanduser().read_text())
+            except yaml.YAMLError:
+                continue  # jsonargparse says what is wrong with it
+            given += [key for key in _dotted_keys(content)]
+    for key in given:
+        for old, new in moved.items():
+            if key == old or key.endswith("." + old):
+                raise ConfigurationError(f"{old} has moved: it is now {new} (--{new}=... on the command line)")
+
+
+def _dotted_keys(content: Any, prefix: str = "") -> list[str]:
+    if not isinstance(content, dict):
+        return []
+    keys = []
+    for key, value in content.items():
+        name = f"{prefix}{key}"
+        keys.append(name)
+        keys += _dotted_keys(value, f"{name}.")
+    return keys

@@ -1,13 +1,20 @@
-"""Where this process stands in a torch.distributed run, and work that must succeed on every rank.
+"""The rank helpers: where this process stands in a distributed run, broadcasts, gathers, and work
+that must succeed on every rank.
 
-Every answer holds in a single process too.
+They use torch.distributed's default process group, the one Lightning's DDP strategy sets up
+(``trainer.strategy.broadcast`` is the same call), so they also serve code that runs without a
+trainer (a strategy's selection, tests with a hand-made process group). Every helper holds in a
+single process too, where it does no communication.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
+import torch
 import torch.distributed as dist
+from torch import Tensor
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 T = TypeVar("T")
 
@@ -76,3 +83,52 @@ def on_every_rank(work: Callable[[], T], what: str) -> T:
         causes = "; ".join(f"rank {r}: {report}" for r, report in failed)
         raise RankFailedError(f"{what} failed on {len(failed)} of {len(reports)} ranks ({causes})") from error
     return result
+
+
+def broadcast(value: T, src: int = 0) -> T:
+    """Rank ``src``'s ``value`` on every rank (any picklable object; tensors come back on the CPU)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def on_rank_zero(work: Callable[[], T]) -> T:
+    """``work()`` on global rank 0 only; every rank gets its result, or raises its exception.
+
+    For work with side effects outside the process (files, a labeling server): done once, and
+    an error on rank 0 stops every rank instead of leaving them waiting in a collective.
+    ``work`` itself must not take part in a collective (``trainer.log_dir`` is one): ask before.
+    """
+    outcome: Any = None
+    if rank() == 0:
+        try:
+            outcome = (work(), None)
+        except Exception as err:  # noqa: BLE001  re-raised below, on every rank
+            outcome = (None, err)
+    result, error = broadcast(outcome)
+    if error is not None:
+        raise error
+    return result
+
+
+def gather_rows(tensor: Tensor, device: torch.device, to: Optional[int] = None) -> Optional[Tensor]:
+    """Every rank's rows of ``tensor`` (any number per rank), in rank order, on the tensor's device.
+
+    ``to``: only that rank receives them (the others get None), so the gathered whole exists
+    once, not on every rank. The collectives run on ``device`` (the rank's GPU under NCCL).
+    """
+    if not is_distributed():
+        return tensor
+    if to is None:
+        return torch.cat(gather_all_tensors(tensor.to(device))).to(tensor.device)
+    local = tensor.to(device)
+    sizes = [int(s) for s in gather_all_tensors(torch.tensor([local.shape[0]], device=device))]
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    received = [torch.empty_like(padded) for _ in sizes] if rank() == to else None
+    dist.gather(padded, received, dst=to)
+    if received is None:
+        return None
+    return torch.cat([rows[:size] for rows, size in zip(received, sizes)]).to(tensor.device)

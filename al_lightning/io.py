@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -40,5 +38,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)``, atomically."""
+    import torch  # here, so that modules writing text files do not load torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

@@ -1,16 +1,10 @@
-"""Round-wise measures of the labeled set's class balance, and the CSV files they go to."""
+"""Round-wise measures of the labeled set's class balance."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from pathlib import Path
-from typing import Any, Sequence
 
 from torch import Tensor
-
-from al_lightning.io import atomic_write_text
 
 
 def imbalance_ratio(counts: Tensor) -> float:
@@ -24,12 +18,3 @@ def class_entropy(counts: Tensor) -> float:
     p = counts.double() / max(1, int(counts.sum()))
     p = p[p > 0]
     return float(-(p * p.log()).sum())
-
-
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Rewrite ``path`` atomically with ``rows`` under the header ``columns``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())

@@ -8,27 +8,25 @@
 Every (strategy, seed) cell is one ``train.py fit`` run in a subprocess, in its own folder
 ``OUT/<strategy>-seed<seed>/`` (``--trainer.default_root_dir``), its output in ``run.log``
 there. A run that exits 0 with its records gets ``finished.json`` and is skipped when the sweep
-runs again; one without it resumes from its newest round checkpoint, or starts over when it has
-none. ``--print`` prints the commands (for a cluster scheduler) and runs nothing. The arguments
-are checked once with the CLI's own parser before anything runs.
+runs again; one without it is run with ``--ckpt_path=last``, the CLI's own resume: it continues
+in its own log directory from the start of the round it was in, or starts when it has no
+checkpoint yet. ``--print`` prints the commands (for a cluster scheduler) and runs nothing. The
+arguments are checked once with the CLI's own parser before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,26 +34,26 @@ from typing import Any, Optional, Sequence
 
 from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
 from al_lightning.errors import ConfigurationError
+from al_lightning.run_files import ROUNDS_CSV, latest_last_checkpoint, read_rounds
 
 #: The marker a run gets once it has exited 0 with its records; its presence means "skip".
 MARKER = "finished.json"
 #: Every run's stdout and stderr, appended attempt after attempt.
 RUN_LOG = "run.log"
 
-#: Arguments the sweep sets itself for every run → the sweep flag to use instead.
+#: Configuration keys the sweep sets itself for every run → the sweep flag to use instead. The
+#: reports leave them out when they decide which runs are comparable (they are what a sweep varies).
 OWNED = {
-    "--al.strategy": "--strategies",
-    "--seed_everything": "--seeds",
-    "--trainer.default_root_dir": "--out",
-    "--ckpt_path": "nothing: the sweep resumes an unfinished run from its newest round checkpoint itself",
+    "al.strategy": "--strategies",
+    "seed_everything": "--seeds",
+    "trainer.default_root_dir": "--out",
+    "ckpt_path": "nothing: the sweep resumes an unfinished run with --ckpt_path=last itself",
 }
-
-_CHECKPOINT = re.compile(r"round-(\d+)\.ckpt")
 
 
 @dataclass(frozen=True)
-class Run:
-    """One cell of the grid and the folder it owns."""
+class Cell:
+    """One cell of the grid and the folder it owns (its run's log directory is inside)."""
 
     strategy: str
     seed: int
@@ -90,8 +88,8 @@ def check_overrides(overrides: list[str]) -> None:
     """Refuse overrides of what the sweep sets per run: they would make every cell the same run."""
     for arg in overrides:
         flag = arg.split("=", 1)[0]
-        if flag in OWNED:
-            raise ConfigurationError(f"{flag} is set by the sweep for each run; use {OWNED[flag]}")
+        if flag.removeprefix("--") in OWNED:
+            raise ConfigurationError(f"{flag} is set by the sweep for each run; use {OWNED[flag.removeprefix('--')]}")
         if flag == "--print_config":
             raise ConfigurationError("--print_config would make every run print its config and exit; use --print")
 
@@ -151,7 +149,7 @@ def entry_command() -> list[str]:
     return [sys.executable, "-c", "from al_lightning.cli import main; main()"]
 
 
-def run_args(config: str, run: Run, overrides: list[str]) -> list[str]:
+def run_args(config: str, run: Cell, overrides: list[str]) -> list[str]:
     """The ``train.py`` arguments of one cell; the overrides come last, as the user gave them."""
     return [
         "fit",
@@ -164,7 +162,7 @@ def run_args(config: str, run: Run, overrides: list[str]) -> list[str]:
     ]
 
 
-def validate(args: list[str], run: Run) -> dict[str, Any]:
+def validate(args: list[str], run: Cell) -> dict[str, Any]:
     """The full config of ``args`` from the CLI's own parser (``--print_config``), nothing trained.
 
     Runs in this process (one import of the CLI, not a second interpreter). A rejected argument
@@ -192,17 +190,14 @@ def validate(args: list[str], run: Run) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigurationError(f"train.py --print_config printed no config for:\n  {shlex.join(args)}")
     given = {
-        "--al.strategy": (config["al"]["strategy"], run.strategy),
-        "--seed_everything": (config["seed_everything"], run.seed),
-        "--trainer.default_root_dir": (config["trainer"]["default_root_dir"], str(run.dir)),
-        "--ckpt_path": (config.get("ckpt_path"), None),
+        "al.strategy": (config["al"]["strategy"], run.strategy),
+        "seed_everything": (config["seed_everything"], run.seed),
+        "trainer.default_root_dir": (config["trainer"]["default_root_dir"], str(run.dir)),
+        "ckpt_path": (config.get("ckpt_path"), None),
     }
-    for flag, (got, wanted) in given.items():
+    for key, (got, wanted) in given.items():
         if got != wanted:
-            raise ConfigurationError(
-                f"the overrides or config set {flag.removeprefix('--')} to {got!r} instead of the sweep's "
-                f"{wanted!r}; use {OWNED[flag]}"
-            )
+            raise ConfigurationError(f"the overrides or config set {key} to {got!r} instead of the sweep's {wanted!r}; use {OWNED[key]}")
     return config
 
 
@@ -211,31 +206,6 @@ def version_dirs(run_dir: Path) -> list[Path]:
     """``lightning_logs/version_N`` folders of a run, oldest first (every attempt adds one)."""
     found = [p for p in (run_dir / "lightning_logs").glob("version_*") if p.name.split("_")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("_")[-1]))
-
-
-def newest_checkpoint(run_dir: Path) -> Optional[tuple[int, Path]]:
-    """The latest round checkpoint of any attempt: the highest round, the newest attempt first.
-
-    Every version folder is searched, not only the newest: an attempt killed before its first
-    round leaves a version folder without checkpoints, and the progress before it must not be
-    lost. A truncated file (a kill while it was written) is not a zip archive and is passed over.
-    """
-    best: Optional[tuple[int, int, Path]] = None
-    for order, version in enumerate(version_dirs(run_dir)):
-        for path in (version / "checkpoints").glob("round-*.ckpt"):
-            match = _CHECKPOINT.fullmatch(path.name)
-            if match and zipfile.is_zipfile(path) and (best is None or (int(match[1]), order) > best[:2]):
-                best = (int(match[1]), order, path)
-    return None if best is None else (best[0], best[2])
-
-
-def read_rounds(log_dir: Path) -> list[dict[str, str]]:
-    """``rounds.csv`` of a version folder, [] when there is none yet."""
-    try:
-        with open(log_dir / "rounds.csv", newline="") as f:
-            return list(csv.DictReader(f))
-    except FileNotFoundError:
-        return []
 
 
 def read_marker(run_dir: Path) -> Optional[dict[str, Any]]:
@@ -260,7 +230,7 @@ def summary(log_dir: Optional[Path]) -> str:
     """The run's last round in a few words, from its ``rounds.csv``."""
     rows = read_rounds(log_dir) if log_dir else []
     if not rows:
-        return "no rounds.csv"
+        return f"no {ROUNDS_CSV}"
     last = rows[-1]
     return f"round {last['round']}, {last['num_labeled']} labels, test top-1 {float(last['test_acc_top1']):.4f}"
 
@@ -302,21 +272,18 @@ def execute(command: list[str], log_path: Path) -> int:
 
 
 def completed_earlier(run_dir: Path, rounds: int) -> Optional[Path]:
-    """The version folder of a run whose last round is done although it has no marker.
+    """The log directory of a run whose last round is done although it has no marker.
 
-    A sweep killed between a run's exit and its marker leaves the final round's checkpoint and a
-    complete ``rounds.csv``; resuming from that checkpoint would train nothing and write no records.
+    A sweep killed between a run's exit and its marker leaves a complete ``rounds.csv``:
+    running it again would train nothing.
     """
-    found = newest_checkpoint(run_dir)
-    if found is None or found[0] < rounds:
-        return None
-    log_dir = found[1].parent.parent
-    rows = read_rounds(log_dir)
-    return log_dir if rows and int(rows[-1]["round"]) == found[0] else None
+    versions = version_dirs(run_dir)
+    rows = read_rounds(versions[-1]) if versions else []
+    return versions[-1] if rows and int(rows[-1]["round"]) >= rounds else None
 
 
-def run_one(run: Run, entry: list[str], args: list[str], rounds: int) -> tuple[bool, str]:
-    """Skip, recover, resume or start one run; whether it finished, and its progress text."""
+def run_one(run: Cell, entry: list[str], args: list[str], rounds: int) -> tuple[bool, str]:
+    """Skip, resume or start one run; whether it finished, and its progress text."""
     marker = read_marker(run.dir)
     if marker is not None:
         note = "" if marker.get("args") == args else " (with other arguments, see its finished.json)"
@@ -328,19 +295,12 @@ def run_one(run: Run, entry: list[str], args: list[str], rounds: int) -> tuple[b
     if log_dir is not None:
         write_marker(
             run.dir,
-            {
-                "command": [*entry, *args],
-                "args": args,
-                "returncode": 0,
-                "seconds": 0.0,
-                "log_dir": str(log_dir),
-                "recovered": True,
-            },
+            {"command": [*entry, *args], "args": args, "returncode": 0, "seconds": 0.0, "log_dir": str(log_dir), "recovered": True},
         )
         return True, f"skipped: all rounds were done (marker written now); {summary(log_dir)}"
-    found = newest_checkpoint(run.dir)
-    how = "started" if found is None else f"resumed from round-{found[0]:02d}"
-    command = [*entry, *args] + ([] if found is None else [f"--ckpt_path={found[1]}"])
+    resumed_from = latest_last_checkpoint(run.dir / "lightning_logs")
+    how = "started" if resumed_from is None else f"resumed from {resumed_from.parent.parent.name}"
+    command = [*entry, *args, "--ckpt_path=last"]
     started = time.perf_counter()
     code = execute(command, run.dir / RUN_LOG)
     seconds = time.perf_counter() - started
@@ -355,12 +315,12 @@ def run_one(run: Run, entry: list[str], args: list[str], rounds: int) -> tuple[b
                 "returncode": 0,
                 "seconds": round(seconds, 3),
                 "log_dir": str(log_dir),
-                "resumed_from": None if found is None else str(found[1]),
+                "resumed_from": None if resumed_from is None else str(resumed_from),
                 "finished_at": datetime.now().isoformat(timespec="seconds"),
             },
         )
         return True, f"{how}, finished in {seconds:.1f}s; {summary(log_dir)}"
-    why = f"exit code {code}" if code != 0 else "exit code 0 but no rounds.csv"
+    why = f"exit code {code}" if code != 0 else f"exit code 0 but no {ROUNDS_CSV}"
     return (
         False,
         f"{how}, FAILED ({why}) after {seconds:.1f}s; last lines of {run.dir / RUN_LOG}:\n{tail(run.dir / RUN_LOG)}",
@@ -378,7 +338,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raise ConfigurationError(f"--out {options.out} is a file, not a folder")
         config = resolve_config(options.config)
         strategies = parse_strategies(options.strategies)
-        runs = [Run(s, k, out / f"{s}-seed{k}") for s in strategies for k in seeds]
+        runs = [Cell(s, k, out / f"{s}-seed{k}") for s in strategies for k in seeds]
         settings = validate(run_args(config, runs[0], overrides), runs[0])
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)

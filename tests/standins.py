@@ -106,6 +106,6 @@ def write_seed_labels(root: Path, truth: dict[str, str], count: int = 8) -> list
 
 #: A run over :func:`write_colour_photos` with :func:`write_seed_labels`: one query of 6 by margin.
 PHOTO_RUN = [
-    "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv", "--data.test_path=test",
+    "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv", "--data.dataset_args.test_path=test",
     "--data.val_fraction=0.25", "--al.strategy=margin", "--al.budget=6", "--al.rounds=1",
 ]  # fmt: skip

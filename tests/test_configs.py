@@ -61,7 +61,7 @@ def standin_args(config: str, tmp: Path) -> list[str]:
     """Overrides that point ``config`` at stand-in data and weights of the layout it expects."""
     if config.startswith("cifar10"):
         weights = save_backbone(tmp / "simclr.pt", "resnet18", cifar_stem=True)
-        return [f"--data.path={write_cifar(tmp / 'cifar', per_class=12)}", "--data.download=false",
+        return [f"--data.path={write_cifar(tmp / 'cifar', per_class=12)}", "--data.dataset_args.download=false",
                 f"--model.pretrained={weights}", "--data.initial_pool_size=20", "--al.budget=10",
                 "--data.val_per_class=null"]  # the stand-in's rarest long-tailed class has one image
     if config.startswith("imagenet"):

@@ -13,8 +13,7 @@ from typing import Optional
 import pytest
 import yaml
 
-from al_lightning.report import main
-from al_lightning.reports import (
+from al_lightning.report import (
     IGNORED_KEYS,
     ReportError,
     ReportWarning,
@@ -22,6 +21,7 @@ from al_lightning.reports import (
     labels_to_reach_random,
     load_run,
     load_runs,
+    main,
     t_interval,
 )
 from tests.conftest import REPO, TINY_RUN, log_dirs

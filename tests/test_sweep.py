@@ -7,9 +7,9 @@ import contextlib
 import io
 import json
 import shlex
+import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -103,13 +103,15 @@ def test_rerun_skips_finished_runs(grid, monkeypatch):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_from_its_round_checkpoint(grid):
+def test_interrupted_run_resumes_in_place_with_ckpt_path_last(grid):
     out, _ = grid
     run = out / f"margin-seed{SEED}"
     (first,) = log_dirs(run)
     before = read_csv(first / "rounds.csv")
-    # An attempt killed during round 1: no marker, round 0's records and checkpoint only.
+    # An attempt killed during round 1: no marker, round 0's records, and last.ckpt at the start of round 1
+    # (the state saved after round 0's query, which is round-00.ckpt).
     (run / "finished.json").unlink()
+    shutil.copyfile(first / "checkpoints" / "round-00.ckpt", first / "checkpoints" / "last.ckpt")
     (first / "checkpoints" / "round-01.ckpt").unlink()
     lines = (first / "rounds.csv").read_text().splitlines(keepends=True)
     (first / "rounds.csv").write_text("".join(lines[:2]))
@@ -117,15 +119,15 @@ def test_interrupted_run_resumes_from_its_round_checkpoint(grid):
     code, stdout, stderr = call_sweep(*grid_args(out))
     assert code == 0, stdout + stderr + (run / "run.log").read_text()[-3000:]
     assert f"[sweep] 1/2 base-seed{SEED}: skipped" in stdout
-    assert f"[sweep] 2/2 margin-seed{SEED}: resumed from round-00, finished in " in stdout
-    resumed = log_dirs(run)[1]
-    after = read_csv(resumed / "rounds.csv")
+    assert f"[sweep] 2/2 margin-seed{SEED}: resumed from version_0, finished in " in stdout
+    assert log_dirs(run) == [first]  # the CLI's own resume: the same log directory
+    after = read_csv(first / "rounds.csv")
     assert [r["round"] for r in after] == ["0", "1"]
     assert [r["test_acc_top1"] for r in after] == [r["test_acc_top1"] for r in before]  # resume is exact
     marker = json.loads((run / "finished.json").read_text())
-    assert marker["log_dir"] == str(resumed)
-    assert marker["resumed_from"] == str(first / "checkpoints" / "round-00.ckpt")
-    assert f"--ckpt_path={first / 'checkpoints' / 'round-00.ckpt'}" in marker["command"]
+    assert marker["log_dir"] == str(first)
+    assert marker["resumed_from"] == str(first / "checkpoints" / "last.ckpt")
+    assert "--ckpt_path=last" in marker["command"]
     assert (run / "run.log").read_text().count("=== ") == 2  # both attempts' output kept
 
 
@@ -204,8 +206,8 @@ def test_module_entry_point_refuses_a_sweep_owned_override(tmp_path):
 
 #: Stands in for train.py: base succeeds (writes rounds.csv), margin crashes, random exits 0 with nothing.
 FAKE_TRAIN = """
+import shutil
 import sys
-import zipfile
 from pathlib import Path
 args = dict(a.split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 if args["--al.strategy"] == "margin":
@@ -236,30 +238,11 @@ def test_failed_runs_are_reported_and_the_others_still_run(tmp_path, monkeypatch
     assert "[sweep] 2/3 base-seed0: skipped" in stdout and "[sweep] 1/3 margin-seed0: started, FAILED" in stdout
 
 
-def _checkpoint(path: Path, valid: bool = True) -> None:
-    """A stand-in round checkpoint: a zip archive as torch.save writes, or a truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if valid:
-        zipfile.ZipFile(path, "w").close()
-    else:
-        path.write_bytes(b"PK\x03\x04 cut off while written")
-
-
-def test_resume_point_is_the_latest_readable_round_of_any_attempt(tmp_path):
-    versions = tmp_path / "lightning_logs"
-    _checkpoint(versions / "version_0" / "checkpoints" / "round-00.ckpt")
-    _checkpoint(versions / "version_0" / "checkpoints" / "round-02.ckpt", valid=False)  # killed while saving
-    _checkpoint(versions / "version_1" / "checkpoints" / "round-01.ckpt")  # resumed from round-00
-    (versions / "version_2").mkdir()  # an attempt killed before its first round: no checkpoints
-    assert sweep.newest_checkpoint(tmp_path) == (1, versions / "version_1" / "checkpoints" / "round-01.ckpt")
-    assert sweep.newest_checkpoint(tmp_path / "nothing") is None
-
-
 def test_run_done_but_without_marker_is_not_run_again(tmp_path, monkeypatch):
     """A sweep killed between a run's exit and its marker: the last round's checkpoint and records are there."""
     monkeypatch.setattr(sweep, "execute", lambda *a: pytest.fail("a finished run was run again"))
-    version = tmp_path / "out" / "base-seed0" / "lightning_logs" / "version_0"
-    _checkpoint(version / "checkpoints" / "round-01.ckpt")  # TINY has --al.rounds=1
+    version = tmp_path / "out" / "base-seed0" / "lightning_logs" / "version_0"  # TINY has --al.rounds=1
+    version.mkdir(parents=True)
     (version / "rounds.csv").write_text("round,num_labeled,test_acc_top1\n0,20,0.5\n1,40,0.25\n")
     argv = ["--config", "demo.yaml", "--strategies", "base", "--seeds", "0", "--out", str(tmp_path / "out"), *TINY]
     code, stdout, stderr = call_sweep(*argv)

@@ -1,50 +1,57 @@
-"""``ActiveDataModule``: the dataset, the pool and every loader an active-learning run needs."""
+"""``ActiveDataModule``: the pool of an active-learning run and every loader over it."""
 
 from __future__ import annotations
 
 import os
 from functools import partial
-from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from al_lightning.data.datasets import BatchView, SubsetView, collate_skipping_none
-from al_lightning.data.feature_cache import CACHE_FORMAT, CachedFeatures, FeatureCache, digest, weights_digest
 from al_lightning.data.images import ImageFileDataset
 from al_lightning.data.pool import ActivePool
 from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
-from al_lightning.data.sources import DatasetSplits, build_source
+from al_lightning.data.sources import SOURCES, DatasetSource, DatasetSplits
 from al_lightning.data.splits import balanced_subset, per_class_split, random_subset, stratified_split
 from al_lightning.errors import ConfigurationError
 from al_lightning.seeding import derive_seed, resolve_seed, seed_worker
 
 
 class ActiveDataModule(pl.LightningDataModule):
-    """The training pool (labeled / unlabeled / held out), the test split, and their loaders.
+    """The pool (labeled / unlabeled / held out) and every loader over it.
 
     The training set is split once, with a seed, into a class-stratified validation split
     (``val_fraction`` or ``val_per_class``; labels known, used for early stopping, never
-    queried) and the pool.
-    The initial pool of ``initial_pool_size`` points is drawn from the pool at random or
-    class-balanced and labeled by the oracle as round 0. The pool's state is saved in
-    Lightning checkpoints, so ``--ckpt_path`` resumes with the same labels.
+    queried) and the pool. The initial pool of ``initial_pool_size`` points is drawn from the
+    pool at random or class-balanced, with the dataset's own labels, as round 0. The pool's
+    state is saved in Lightning checkpoints, so ``--ckpt_path`` resumes with the same labels.
 
     Partially labeled data (``image_pool``: some training targets are ``-1``, unknown) starts
     from the labels it has instead: the validation split is drawn from the known items only
-    (none when the source has a validation split of its own, ``--data.val_path``), the other
-    known items are round 0, and ``initial_pool_size`` is not used. With no known label at
-    all, nothing is labeled at set-up and the query callback picks round 0.
+    (none when the source has a validation split of its own), the other known items are
+    round 0, and ``initial_pool_size`` is not used. With no known label at all, nothing is
+    labeled at set-up and the query callback picks round 0.
+
+    Where the items come from is the source's business (:mod:`al_lightning.data.sources`):
+    ``dataset`` names it and ``dataset_args`` holds its own options
+    (``--data.dataset_args.imbalance_ratio=20``; ``--print_config`` lists them all). With
+    ``feature_cache``, the loaders serve a frozen trunk's cached features
+    (:mod:`al_lightning.data.feature_cache`) once the query callback has prepared them.
 
     Args:
-        dataset: source name: ``digits`` (bundled, the default), ``image_folder``,
-            ``image_pool`` (a folder of unlabeled images), ``fake``, ...
-        path: dataset root or file, for sources that read one.
+        dataset: the source: a registered name (``digits``, the default, bundled;
+            ``image_folder``, ``image_pool``, ``cifar10``, ``cifar10_lt``, ``imagenet``,
+            ``imagenet_lt``, ``features``, ``fake``) or the class path of a
+            :class:`~al_lightning.data.sources.DatasetSource` subclass of your own.
+        path: the dataset's root folder or file (every source that reads one).
         image_size: side of the model's input images (default: the source's own).
+        labels: ``image_pool``: CSV file ``path,label`` of the images already labeled.
+        dataset_args: the source's own options (see its class).
         val_fraction: share of each class of the training set held out for early stopping.
         val_per_class: hold out exactly this many points of every class instead, a
             class-balanced split whatever the class sizes (the paper's code: 500 on CIFAR-10,
@@ -61,28 +68,12 @@ class ActiveDataModule(pl.LightningDataModule):
         num_workers: data-loading worker processes.
         seed: seeds the validation split, the initial pool and the shuffling (default:
             ``seed_everything``'s seed).
-        download: fetch the dataset if it is missing (``cifar10``, ``cifar10_lt``).
-        imbalance_ratio: largest over smallest class size of ``cifar10_lt`` (default 10).
-        split_dir: folder of ImageNet-LT's split files (default: ``path``).
-        skip_corrupt: leave out unreadable images (each named in a warning) instead of
-            stopping at the first one (image-file sources).
-        labels: ``image_pool``: CSV file ``path,label`` of the images already labeled
-            (path relative to ``path``, label a class name).
-        classes: ``image_pool``: the class names (default: those in ``labels``).
-        test_path: ``image_pool``: folder of class folders with test images (default: no
-            test split; test accuracy is not measured).
-        val_path: ``image_pool``: folder of class folders with validation images, used
-            instead of holding out part of ``labels``.
         feature_cache: folder of a frozen trunk's features (linear evaluation,
             ``--model.freeze_backbone=true``): extracted once in the eval transform, then
-            every loader serves them (see :mod:`~al_lightning.data.feature_cache`).
+            every loader serves them.
         feature_cache_train: ``cached``: the head trains on the cached (eval-transform)
             features, without the train-time augmentation; ``augmented``: it trains on
             augmented images through the trunk, while validation, test and the query read the cache.
-
-    Source options (``download``, ``imbalance_ratio``, ``split_dir``, ``skip_corrupt``,
-    ``labels``, ``classes``, ``test_path``, ``val_path``) are passed only when set (a flag
-    only when true), and one the chosen dataset does not take is an error.
     """
 
     def __init__(
@@ -90,6 +81,8 @@ class ActiveDataModule(pl.LightningDataModule):
         dataset: str = "digits",
         path: Optional[str] = None,
         image_size: Optional[int] = None,
+        labels: Optional[str] = None,
+        dataset_args: Optional[dict[str, Any]] = None,
         val_fraction: float = 0.1,
         val_per_class: Optional[int] = None,
         initial_pool_size: int = 100,
@@ -98,34 +91,17 @@ class ActiveDataModule(pl.LightningDataModule):
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
         seed: Optional[int] = None,
-        download: Optional[bool] = None,
-        imbalance_ratio: Optional[float] = None,
-        split_dir: Optional[str] = None,
-        skip_corrupt: Optional[bool] = None,
-        labels: Optional[str] = None,
-        classes: Optional[list[str]] = None,
-        test_path: Optional[str] = None,
-        val_path: Optional[str] = None,
         feature_cache: Optional[str] = None,
         feature_cache_train: Literal["cached", "augmented"] = "cached",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the query callback logs them once, with the results (RoundRecords.finish)
         if initial_pool_size < 0:
             raise ConfigurationError(f"initial_pool_size must be >= 0, got {initial_pool_size}")
-        options = {
-            "download": download,
-            "imbalance_ratio": imbalance_ratio,
-            "split_dir": split_dir,
-            "skip_corrupt": skip_corrupt,
-            "labels": labels,
-            "classes": classes,
-            "test_path": test_path,
-            "val_path": val_path,
-        }
-        given = {k: v for k, v in options.items() if v is not None and v is not False}  # a flag left off is not given
-        self.source = build_source(dataset, path=path, image_size=image_size, **given)
-        self.download = bool(download)
+        if labels is not None and not SOURCES.takes(dataset, "labels"):
+            takers = ", ".join(n for n in SOURCES.names() if SOURCES.takes(n, "labels"))
+            raise ConfigurationError(f"dataset '{dataset}' does not take --data.labels (an option of: {takers})")
+        self.source: DatasetSource = SOURCES.build(dataset, dataset_args, path=path, image_size=image_size, labels=labels)
         self.val_fraction = val_fraction
         self.val_per_class = val_per_class
         self.initial_pool_size = initial_pool_size
@@ -136,7 +112,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self.seed = resolve_seed(seed)
         self.feature_cache = feature_cache
         self.feature_cache_train = feature_cache_train
-        self.cached: Optional[dict[str, CachedFeatures]] = None  # the splits as cached features, once prepared
+        self.cached: Optional[dict[str, Dataset]] = None  # the splits as cached features, once prepared
         self.splits: Optional[DatasetSplits] = None
         self.pool: Optional[ActivePool] = None
         self._pending_state: Optional[dict[str, Any]] = None
@@ -153,19 +129,25 @@ class ActiveDataModule(pl.LightningDataModule):
         return getattr(self.source, "input_dim", None)
 
     @property
+    def source_options(self) -> dict[str, Any]:
+        """Every option the source was built with, defaults included (what decides its items)."""
+        hp = self.hparams
+        return {**SOURCES.options(hp.dataset), **(hp.dataset_args or {}), "path": hp.path, "image_size": hp.image_size, "labels": hp.labels}
+
+    @property
     def class_names(self) -> list[str]:
         assert self.splits is not None, "call setup() first"
         return self.splits.class_names
 
     @property
     def train_targets(self) -> Tensor:
-        """(N,) the dataset's own labels of the training items; ``-1`` where it has none."""
+        """(N,) the dataset's own labels of the training items; ``-1`` where it has none (the simulated oracle's answers)."""
         assert self.splits is not None, "call setup() first"
         return self.splits.train_targets
 
     @property
     def has_test_split(self) -> bool:
-        """Whether there is a test split to measure accuracy on (``image_pool`` needs ``--data.test_path``)."""
+        """Whether there is a test split to measure accuracy on (``image_pool`` needs ``--data.dataset_args.test_path``)."""
         assert self.splits is not None, "call setup() first"
         return self.splits.test is not None
 
@@ -186,7 +168,7 @@ class ActiveDataModule(pl.LightningDataModule):
     # -- set-up -------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Download once per node (Lightning calls this on one process) before every rank loads."""
-        if self.download:
+        if getattr(self.source, "download", False):
             self.source.load()
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -200,7 +182,8 @@ class ActiveDataModule(pl.LightningDataModule):
         elif bool((self.train_targets < 0).any()):
             self._label_known_items()
         elif self.initial_pool_size > 0:
-            self.label(self._draw_initial_pool(), round=0)
+            initial = self._draw_initial_pool()
+            self.pool.label(initial, self.train_targets[initial], round=0)
 
     def _draw_holdout(self) -> Tensor:
         """The validation split: a class-stratified draw from the items with known labels (none with ``splits.val``)."""
@@ -217,7 +200,7 @@ class ActiveDataModule(pl.LightningDataModule):
         seed = self.pool.unlabeled_indices()
         seed = seed[self.train_targets[seed] >= 0]
         if seed.numel():
-            self.label(seed, round=0)
+            self.pool.label(seed, self.train_targets[seed], round=0)
         unused = f"; --data.initial_pool_size={self.initial_pool_size} is not used" if self.initial_pool_size else ""
         rank_zero_info(
             f"[data] {seed.numel()} of {len(self.train_targets)} training items have labels and are round 0 "
@@ -231,54 +214,10 @@ class ActiveDataModule(pl.LightningDataModule):
             return balanced_subset(candidates, self.train_targets, self.initial_pool_size, self.num_classes, generator)
         return random_subset(candidates, self.initial_pool_size, generator)
 
-    def label(self, indices: Tensor, round: int, labels: Optional[Tensor] = None) -> Tensor:
-        """Record ``labels`` of ``indices`` in the pool as ``round``, and return them.
-
-        ``labels``: a (human) oracle's answers, aligned with ``indices``. ``None``: the
-        dataset's own targets (the simulated oracle), refused if any of them is unknown.
-        """
-        indices = indices.cpu()
-        if labels is None:
-            labels = self.train_targets[indices]
-            unknown = int((labels < 0).sum())
-            if unknown:
-                raise ConfigurationError(
-                    f"dataset '{self.source.name}' has no label for {unknown} of the queried items: "
-                    "use a human oracle (--al.oracle=file or labelstudio)"
-                )
-        self.pool.label(indices, labels.cpu(), round)
-        return labels
-
-    # -- the feature cache ----------------------------------------------------------------
-    def use_feature_cache(self, trainer: pl.Trainer, module: Any) -> None:
-        """Extract (or reuse) ``module``'s trunk features of every split; the loaders serve them from now on."""
-        cache = FeatureCache(self.feature_cache, show_progress=trainer.progress_bar_callback is not None)
-        cache.check_writable()
-        common = {
-            "format": CACHE_FORMAT,
-            "dataset": self.source.name,
-            "source": {k: self.hparams.get(k) for k in _SOURCE_HPARAMS} | {"path": _resolved(self.hparams.get("path"))},
-            "backbone": module.hparams.get("backbone"),
-            "weights": weights_digest(module._initial_backbone),
-            "transform": repr(self.splits.eval_transform),
-        }
-        self.cached = {}
-        for split, dataset in (("train", self.splits.train), ("test", self.splits.test), ("val", self.splits.val)):
-            if dataset is None:
-                continue
-            targets = self.train_targets if split == "train" else _targets_of(dataset)
-            ids = getattr(dataset, "files", None)
-            description = {**common, "split": split, "items": len(dataset), "items_digest": digest(targets, ids)}
-            reason = trainer.strategy.broadcast(cache.stale_reason(split, description) if trainer.is_global_zero else None)
-            if reason is None:
-                rank_zero_info(f"[al] feature cache: reusing {cache.features_file(split)}")
-            else:
-                rank_zero_info(f"[al] feature cache: extracting {split} ({len(dataset)} items) into {cache.features_file(split)}: {reason}")
-                view = SubsetView(dataset, torch.arange(len(dataset)), self.splits.eval_transform, with_index=True)
-                cache.extract(trainer, module, self._eval_loader(view, sharded=True), split, targets, description)
-            self.cached[split] = cache.read(split, targets)
-        if trainer.is_global_zero:
-            cache.write_classes(self.class_names)
+    def use_cached_features(self, cached: dict[str, Dataset]) -> None:
+        """Serve ``cached`` (split name → the split's features, :class:`~al_lightning.data.feature_cache.FeatureCache`)
+        from now on instead of the images: every loader but augmented training reads them."""
+        self.cached = cached
 
     def _data(self, split: str, augmented: bool = False) -> tuple[Any, Optional[Any]]:
         """``split``'s dataset and transform: the cached features (no transform) once a cache is in
@@ -286,8 +225,11 @@ class ActiveDataModule(pl.LightningDataModule):
         (``augmented``) or the eval transform."""
         if self.cached is not None and not (augmented and self.feature_cache_train == "augmented"):
             return self.cached[split], None
-        dataset = {"train": self.splits.train, "test": self.splits.test, "val": self.splits.val}[split]
-        return dataset, (self.splits.train_transform if augmented else self.splits.eval_transform)
+        return self.split(split), (self.splits.train_transform if augmented else self.splits.eval_transform)
+
+    def split(self, name: str) -> Optional[Dataset]:
+        """The source's ``train``, ``test`` or ``val`` dataset (items ``(image, target)``, no transform), or None."""
+        return {"train": self.splits.train, "test": self.splits.test, "val": self.splits.val}[name]
 
     # -- loaders ------------------------------------------------------------------------
     def _rank_and_world(self) -> tuple[int, int]:
@@ -299,24 +241,22 @@ class ActiveDataModule(pl.LightningDataModule):
 
         Lightning asks for it every epoch (the query callback reloads loaders every epoch,
         because the labeled set grows between rounds). Shuffling and worker seeds come from
-        (seed, round, epoch), identical on every rank, so a run resumed at a round boundary
-        replays exactly and the ranks together take the same global batches as one process
-        (:class:`~al_lightning.data.samplers.GlobalBatchSampler`).
+        (seed, epoch), the epoch counted over the whole run and identical on every rank, so a
+        run resumed at a round boundary replays exactly and the ranks together take the same
+        global batches as one process (:class:`~al_lightning.data.samplers.GlobalBatchSampler`).
         """
         indices = self.pool.labeled_indices()
         dataset, transform = self._data("train", augmented=True)
         view = SubsetView(dataset, indices, transform, targets=self.pool.labels[indices])
         epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
-        seed = derive_seed(self.seed, "train", self.pool.last_round, epoch)
+        seed = derive_seed(self.seed, "train", epoch)
         rank, world_size = self._rank_and_world()
-        return DataLoader(
+        return self._loader(
             BatchView(view),
             batch_size=None,
             sampler=GlobalBatchSampler(len(view), self.batch_size, seed, rank, world_size),
-            num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(seed),  # the loader's own draws leave the global RNG alone
             worker_init_fn=partial(seed_worker, base_seed=(seed + rank) % 2**32),
-            pin_memory=torch.cuda.is_available(),
         )
 
     def unlabeled_train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -330,13 +270,11 @@ class ActiveDataModule(pl.LightningDataModule):
         generator = torch.Generator().manual_seed(seed)
         _, world_size = self._rank_and_world()
         while len(view):
-            yield from DataLoader(
+            yield from self._loader(
                 view,
                 batch_size=max(1, self.batch_size // world_size),
                 sampler=RandomSampler(view, generator=generator),
-                num_workers=self.num_workers,
                 worker_init_fn=partial(seed_worker, base_seed=seed % 2**32),
-                pin_memory=torch.cuda.is_available(),
                 collate_fn=collate_skipping_none,
             )
 
@@ -352,15 +290,15 @@ class ActiveDataModule(pl.LightningDataModule):
         else:
             dataset, transform = self._data("train")
             view = SubsetView(dataset, self.pool.holdout_indices(), transform)
-        return self._eval_loader(view, sharded=True)
+        return self.eval_loader(view, sharded=True)
 
     def test_dataloader(self, sharded: bool = False) -> DataLoader:
         """The test split, eval transforms. ``sharded``: only this rank's share. Only with :attr:`has_test_split`."""
         if not self.has_test_split:
-            raise ConfigurationError(f"dataset '{self.source.name}' has no test split; give one with --data.test_path=DIR")
+            raise ConfigurationError(f"dataset '{self.source.name}' has no test split; give one with --data.dataset_args.test_path=DIR")
         dataset, transform = self._data("test")
         view = SubsetView(dataset, torch.arange(len(dataset)), transform)
-        return self._eval_loader(view, sharded)
+        return self.eval_loader(view, sharded)
 
     def pool_dataloader(self, indices: Optional[Tensor] = None, sharded: bool = True) -> DataLoader:
         """Pool indices (default: all unlabeled) with eval transforms; yields ``(image, pool_index)``.
@@ -370,28 +308,18 @@ class ActiveDataModule(pl.LightningDataModule):
         indices = self.pool.unlabeled_indices() if indices is None else indices
         dataset, transform = self._data("train")
         view = SubsetView(dataset, indices, transform, with_index=True)
-        return self._eval_loader(view, sharded)
+        return self.eval_loader(view, sharded)
 
-    def _eval_loader(self, view: SubsetView, sharded: bool = False) -> DataLoader:
+    def eval_loader(self, view: Dataset, sharded: bool = False) -> DataLoader:
+        """``view`` in eval batches, in order; ``sharded``: only this rank's every world_size-th item, no repeats."""
         rank, world_size = self._rank_and_world() if sharded else (0, 1)
-        sampler = ShardSampler(len(view), rank, world_size)
-        return DataLoader(
-            view,
-            batch_size=self.eval_batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_skipping_none,
-        )
+        return self._loader(view, batch_size=self.eval_batch_size, sampler=ShardSampler(len(view), rank, world_size), collate_fn=collate_skipping_none)
 
-    # -- files and checkpoints ------------------------------------------------------------
-    def save_pool_csv(self, log_dir: str | Path) -> Path:
-        """Rewrite ``pool.csv`` (``index,round,path,label``: path = the item's id, label = its
-        class name) in ``log_dir`` atomically; it serves as an ``image_pool`` labels file."""
-        path = Path(log_dir) / "pool.csv"
-        self.pool.save_csv(path, item_ids=self.item_ids, class_names=self.class_names)
-        return path
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        """Every loader's common settings: the workers, and pinned memory when a GPU will read the batches."""
+        return DataLoader(dataset, num_workers=self.num_workers, pin_memory=torch.cuda.is_available(), **kwargs)
 
+    # -- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {} if self.pool is None else {"pool": self.pool.state_dict()}
 
@@ -402,19 +330,3 @@ class ActiveDataModule(pl.LightningDataModule):
             self._pending_state = state_dict
         else:
             self.pool.load_state_dict(state_dict["pool"])
-
-
-#: Data-module options that decide which items a source serves (part of a feature cache's key).
-_SOURCE_HPARAMS = ("image_size", "imbalance_ratio", "split_dir", "skip_corrupt", "labels", "classes", "test_path", "val_path")
-
-
-def _resolved(path: Optional[str]) -> Optional[str]:
-    return None if path is None else str(Path(path).expanduser().resolve())
-
-
-def _targets_of(dataset: Any) -> Tensor:
-    """A dataset's labels, without decoding images where it keeps them (``targets``)."""
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        targets = [dataset[i][1] for i in range(len(dataset))]
-    return torch.as_tensor(targets, dtype=torch.long)

@@ -11,6 +11,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
+from al_lightning.errors import ConfigurationError
+
 
 class TensorImageDataset(Dataset):
     """Images held in one (N, channels, H, W) tensor, with (N,) integer targets.
@@ -96,6 +98,11 @@ class BatchView(Dataset):
         return len(self.view)
 
     def __getitem__(self, positions: list[int]) -> Any:
+        if not isinstance(positions, list):  # a sampler of single items was put in the batch sampler's place
+            raise ConfigurationError(
+                "the training loader's batch sampler was replaced (Lightning's distributed sampler?): "
+                "build the Trainer with use_distributed_sampler=False, as the CLI does"
+            )
         return collate_skipping_none([self.view[i] for i in positions])
 
 

@@ -25,17 +25,19 @@ from typing import Any, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from al_lightning.distributed import on_every_rank
+from al_lightning.data.datasets import SubsetView
+from al_lightning.distributed import broadcast
 from al_lightning.errors import ConfigurationError
+from al_lightning.inference import InferenceLoop
 from al_lightning.io import atomic_write_text
 
 #: Bumped when the files' layout changes, so older caches are rebuilt rather than misread.
 CACHE_FORMAT = 1
-#: Rows that could not be computed (an unreadable image skipped with ``--data.skip_corrupt``).
+#: Rows that could not be computed (an unreadable image skipped with ``--data.dataset_args.skip_corrupt``).
 MISSING = float("nan")
 
 
@@ -85,6 +87,45 @@ class FeatureCache:
     def __init__(self, directory: str | Path, show_progress: bool = True) -> None:
         self.directory = Path(directory).expanduser()
         self.show_progress = show_progress
+
+    def prepare(self, trainer: pl.Trainer, module: Any, datamodule: Any) -> dict[str, CachedFeatures]:
+        """Every split of ``datamodule`` as ``module``'s trunk features: each reused if valid, else extracted now.
+
+        The cache key of a split: the dataset and its options (its path resolved), the split's
+        items, the backbone's name, a digest of the trunk's initial weights
+        (``module.initial_trunk_state()``), and the eval transform. All ranks call it; rank 0
+        decides whether a split is stale.
+        """
+        self.check_writable()
+        options = dict(datamodule.source_options)
+        if options.get("path") is not None:
+            options["path"] = str(Path(options["path"]).expanduser().resolve())
+        common = {
+            "format": CACHE_FORMAT,
+            "dataset": datamodule.source.name,
+            "source": options,
+            "backbone": module.hparams.get("backbone"),
+            "weights": weights_digest(module.initial_trunk_state()),
+            "transform": repr(datamodule.splits.eval_transform),
+        }
+        cached = {}
+        for split in ("train", "test", "val"):
+            dataset = datamodule.split(split)
+            if dataset is None:
+                continue
+            targets = datamodule.train_targets if split == "train" else _targets_of(dataset)
+            description = {**common, "split": split, "items": len(dataset), "items_digest": digest(targets, getattr(dataset, "files", None))}
+            reason = broadcast(self.stale_reason(split, description) if trainer.is_global_zero else None)
+            if reason is None:
+                rank_zero_info(f"[al] feature cache: reusing {self.features_file(split)}")
+            else:
+                rank_zero_info(f"[al] feature cache: extracting {split} ({len(dataset)} items) into {self.features_file(split)}: {reason}")
+                view = SubsetView(dataset, torch.arange(len(dataset)), datamodule.splits.eval_transform, with_index=True)
+                self.extract(trainer, module, datamodule.eval_loader(view, sharded=True), split, targets, description)
+            cached[split] = self.read(split, targets)
+        if trainer.is_global_zero:
+            self.write_classes(datamodule.class_names)
+        return cached
 
     def features_file(self, split: str) -> Path:
         return self.directory / f"{split}.npy"
@@ -137,32 +178,18 @@ class FeatureCache:
             np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(items, dim))[:] = MISSING
             np.save(self.directory / f"{split}_targets.npy", targets.numpy())
         trainer.strategy.barrier("feature_cache_create")
+        rows = np.load(path, mmap_mode="r+")
+
+        def write(features: Tensor, index: Tensor) -> None:
+            rows[index.numpy()] = features.float().cpu().numpy()
+
         # Also the barrier after writing: every rank has reported before the description is written.
-        on_every_rank(lambda: self._write_rows(trainer, module, loader, path, split), f"extracting {split} features")
+        loop = InferenceLoop.of(trainer, module, progress=f"[al] extracting {split} features" if self.show_progress else None)
+        loop.run(loader, module.extract_features, write, f"extracting {split} features")
+        rows.flush()
         if trainer.is_global_zero:
             atomic_write_text(self.description_file(split), json.dumps({**description, "dim": dim}, indent=1) + "\n")
         trainer.strategy.barrier("feature_cache_done")
-
-    def _write_rows(self, trainer: pl.Trainer, module: Any, loader: DataLoader, path: Path, split: str) -> None:
-        """This rank's shard of ``loader`` through the trunk, written into its rows of ``path``."""
-        rows = np.load(path, mmap_mode="r+")
-        was_training = module.training
-        module.eval()
-        bar = tqdm(total=len(loader), desc=f"[al] extracting {split} features", disable=not (self.show_progress and trainer.is_global_zero), leave=False)
-        try:
-            with torch.no_grad():
-                for batch in loader:
-                    bar.update(1)
-                    if batch is None:
-                        continue
-                    images, index = batch
-                    with trainer.precision_plugin.forward_context():
-                        features = module.extract_features(images.to(module.device, non_blocking=True))
-                    rows[index.numpy()] = features.float().cpu().numpy()
-        finally:
-            bar.close()
-            module.train(was_training)
-        rows.flush()
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, split: str, targets: Tensor) -> CachedFeatures:
@@ -200,3 +227,11 @@ def _flat(description: dict[str, Any]) -> dict[str, Any]:
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 40 else f"{text[:18]}…{text[-18:]}"
+
+
+def _targets_of(dataset: Any) -> Tensor:
+    """A dataset's labels, without decoding images where it keeps them (``targets``)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [dataset[i][1] for i in range(len(dataset))]
+    return torch.as_tensor(targets, dtype=torch.long)

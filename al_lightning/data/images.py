@@ -3,7 +3,7 @@
 Sources built on image files (``image_folder``, ``image_pool``, ``imagenet``, ``imagenet_lt``) serve an
 :class:`ImageFileDataset`, which reads through :func:`load_image`. A corrupt or unreadable
 file stops the run with a :class:`CorruptImageError` naming it, unless the user asked to skip
-such files (``--data.skip_corrupt=true``): then the item is ``None``, a warning names the file,
+such files (``--data.dataset_args.skip_corrupt=true``): then the item is ``None``, a warning names the file,
 and :func:`~al_lightning.data.datasets.collate_skipping_none` drops it from its batch.
 """
 
@@ -35,7 +35,7 @@ class CorruptImageError(ConfigurationError):
         self.path, self.reason = os.fspath(path), reason
         super().__init__(
             f"cannot read image '{self.path}' ({reason}); replace or delete the file, "
-            f"or pass --data.skip_corrupt=true to skip unreadable images"
+            f"or pass --data.dataset_args.skip_corrupt=true to skip unreadable images"
         )
 
     def __reduce__(self):

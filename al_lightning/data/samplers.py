@@ -1,8 +1,7 @@
 """Samplers that split work across DDP ranks exactly: no padding, no repeats, the same global batches.
 
-Both subclass :class:`~torch.utils.data.DistributedSampler` so that Lightning keeps them as
-they are instead of injecting its own (which pads with repeated items and reshuffles with
-its own seed).
+The trainer must leave them as they are: ``Trainer(use_distributed_sampler=False)``, the CLI's
+default (Lightning's own sampler would pad with repeated items and reshuffle with its own seed).
 """
 
 from __future__ import annotations
@@ -10,26 +9,20 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Sampler
 
 from al_lightning.errors import ConfigurationError
 
 
-class _Unpadded(DistributedSampler):
-    """Base for samplers that know their length, rank and world size without a process group."""
-
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
-        # DistributedSampler's own __init__ would ask torch.distributed; only its type matters here.
-        self.length, self.rank, self.num_replicas = length, rank, world_size
-        self.epoch = 0
-
-
-class ShardSampler(_Unpadded):
+class ShardSampler(Sampler[int]):
     """Every ``world_size``-th item starting at ``rank``: each item on exactly one rank.
 
     For evaluation and pool scoring, where a repeated item would be counted or scored twice.
     Ranks may get one item more or less than each other.
     """
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        self.length, self.rank, self.num_replicas = length, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.length, self.num_replicas))
@@ -38,7 +31,7 @@ class ShardSampler(_Unpadded):
         return len(range(self.rank, self.length, self.num_replicas))
 
 
-class GlobalBatchSampler(_Unpadded):
+class GlobalBatchSampler(Sampler[list[int]]):
     """A seeded shuffle cut into global batches of ``batch_size``; each rank takes its slice of each.
 
     Yields this rank's batches as lists of positions (for a DataLoader with
@@ -58,7 +51,7 @@ class GlobalBatchSampler(_Unpadded):
     """
 
     def __init__(self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(length, rank, world_size)
+        self.length, self.rank, self.num_replicas = length, rank, world_size
         if batch_size % world_size:
             raise ConfigurationError(
                 f"--data.batch_size={batch_size} is the global batch and must be divisible by the "

@@ -88,7 +88,7 @@ class ActiveClassifier(pl.LightningModule):
         input_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the query callback logs them once, with the results (RoundRecords.finish)
         self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem, input_dim)
         if pretrained:
             load_backbone_weights(self.backbone, pretrained)
@@ -105,6 +105,13 @@ class ActiveClassifier(pl.LightningModule):
         self.test_metrics = accuracy_metrics(num_classes, "test/")
 
     # -- weights ----------------------------------------------------------------------
+    def initial_trunk_state(self) -> dict[str, Tensor]:
+        """The trunk's weights every round starts from (the SSP checkpoint's, or the seeded initialisation), on the CPU.
+
+        What a feature cache is keyed by: a frozen trunk computes the same features from them in every round.
+        """
+        return self._initial_backbone
+
     @torch.no_grad()
     def reset_weights(self, seed: int) -> None:
         """Backbone back to its initial weights, head drawn anew from N(0, head_init_std²) with ``seed``."""

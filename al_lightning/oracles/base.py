@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
+from al_lightning.plugins import Registry
 
 
 @dataclass
@@ -131,16 +132,19 @@ def _first(names: Sequence[str], n: int = 8) -> str:
 class Oracle(abc.ABC):
     """Where labels come from. :meth:`request` hands a query over; :meth:`collect` returns its labels.
 
-    ``answers_at_once``: the labels exist as soon as the query does (the simulated oracle),
-    so strategies may read them during the query (``PoolOutputs.targets``) and the run never
-    pauses. A human oracle pauses the run after :meth:`request`; the same command run again
-    calls :meth:`collect`, which returns ``None`` while the labels are not there yet.
+    ``answers_at_once``: the labels exist as soon as the query does (the simulated oracle), so
+    the run never pauses, and strategies may read the pool's true labels during the query
+    (:meth:`true_labels`). A human oracle pauses the run after :meth:`request`; the same
+    command run again calls :meth:`collect`, which returns ``None`` while the labels are not
+    there yet.
 
     The query callback calls both on global rank 0 only and hands the result to every rank
-    (:func:`~al_lightning.callbacks.run_state.on_rank_zero`): an oracle writes files or talks
-    to a server once, and needs no pickling.
+    (:func:`~al_lightning.distributed.on_rank_zero`): an oracle writes files or talks to a
+    server once, and needs no pickling. Oracles register in :data:`ORACLES` (``--al.oracle``)
+    and take their own options from ``--al.oracle_args``.
     """
 
+    name: ClassVar[str] = ""
     answers_at_once: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -155,6 +159,30 @@ class Oracle(abc.ABC):
             LabelsError: answers exist but are wrong (checked with :func:`match_labels`).
         """
 
+    def true_labels(self) -> Optional[Tensor]:
+        """(N_train,) the pool's true labels where this oracle knows them before it is asked
+        (the simulated one), else None; strategies that read ``PoolOutputs.targets`` get them from here."""
+        return None
+
     def waiting_message(self, query: Query) -> str:
         """What the user should do next while the labels of ``query`` are pending."""
         return f"round {query.round}: waiting for the labels of {len(query)} queried items"
+
+
+#: ``--al.oracle``: name → oracle class (:class:`~al_lightning.plugins.Registry`, as strategies and sources).
+ORACLES: Registry[Oracle] = Registry(
+    "oracle",
+    Oracle,
+    "al_lightning.oracles.Oracle",
+    "--al.oracle",
+    "--al.oracle_args",
+    "subclass it, implement `request` and `collect`",
+    supplied=("targets", "label_dir"),
+)
+
+OracleClass = TypeVar("OracleClass", bound=type[Oracle])
+
+
+def register_oracle(name: str) -> Callable[[OracleClass], OracleClass]:
+    """Class decorator that makes an oracle available under ``name`` (``--al.oracle=name``)."""
+    return ORACLES.register(name)

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.io import atomic_write_text
-from al_lightning.oracles.base import LabelRow, LabelsError, Oracle, Query, match_labels
+from al_lightning.oracles.base import LabelRow, LabelsError, Oracle, Query, match_labels, register_oracle
+from al_lightning.run_files import query_file
 
 #: Columns of ``queries/round_K.csv``: ``rank`` is the selection order (1 first), ``predicted``
 #: the model's class, ``confidence`` its top softmax probability, ``score`` the strategy's own
@@ -82,6 +83,7 @@ def read_labels_csv(path: Path) -> list[LabelRow]:
     return rows
 
 
+@register_oracle("file")
 class FileOracle(Oracle):
     """Queries out as files under ``label_dir/queries``, labels in from ``label_dir/labels``.
 
@@ -93,10 +95,10 @@ class FileOracle(Oracle):
         self.label_dir = Path(label_dir).expanduser().absolute()
 
     def query_file(self, round: int) -> Path:
-        return self.label_dir / "queries" / f"round_{round}.csv"
+        return query_file(self.label_dir, round)
 
     def task_file(self, round: int) -> Path:
-        return self.label_dir / "queries" / f"round_{round}.labelstudio.json"
+        return query_file(self.label_dir, round).with_suffix(".labelstudio.json")
 
     def labels_files(self, round: int) -> tuple[Path, Path]:
         """Where the labels of ``round`` are looked for: a CSV, or a Label Studio JSON export."""

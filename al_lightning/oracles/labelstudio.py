@@ -1,6 +1,6 @@
 """Label Studio as the oracle: a round's queries become tasks in a project, its annotations come back.
 
-``--al.oracle=labelstudio --al.labelstudio_url=URL --al.labelstudio_project=ID_OR_TITLE``, with the
+``--al.oracle=labelstudio --al.oracle_args.url=URL --al.oracle_args.project=ID_OR_TITLE``, with the
 API token in the environment variable ``LABEL_STUDIO_API_KEY`` (the name Label Studio's own SDK
 reads; copy it from *Account & Settings* of the server). :meth:`LabelStudioOracle.request` imports one
 task per queried image, in selection order, each with a prediction (the model's guess) whose score
@@ -37,7 +37,7 @@ from xml.sax.saxutils import quoteattr
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.oracles.base import LabelRow, Oracle, Query, match_labels
+from al_lightning.oracles.base import LabelRow, Oracle, Query, match_labels, register_oracle
 
 API_KEY_VARIABLE = "LABEL_STUDIO_API_KEY"
 INSTALL_HINT = "pip install 'al_lightning[labelstudio]'"
@@ -219,6 +219,7 @@ class _Project:
     choices: tuple[str, ...]
 
 
+@register_oracle("labelstudio")
 class LabelStudioOracle(Oracle):
     """Annotators label each round's queries in a Label Studio project; the run waits for them.
 

@@ -16,7 +16,7 @@ from torchvision import transforms as T
 from torchvision.transforms.functional import to_pil_image
 
 from al_lightning.data.datasets import SubsetView
-from al_lightning.data.sources import DatasetSplits, build_source
+from al_lightning.data.sources import SOURCES, DatasetSplits
 from al_lightning.errors import ConfigurationError
 
 ViewTransformName = Literal["simclr", "moco_v2"]
@@ -43,12 +43,13 @@ class SSLDataModule(pl.LightningDataModule):
     frozen).
 
     Args:
-        dataset: source name (``digits``, ``cifar10``, ``imagenet``, ``image_folder``, ...).
+        dataset: source name (``digits``, ``cifar10``, ``imagenet``, ``image_folder``, ...) or
+            the class path of a source of your own, as ``train.py --data.dataset``.
         path: dataset root, for sources that read one.
         image_size: side of the views (default: the source's own image size).
+        dataset_args: the source's own options (``--data.dataset_args.download=true``).
         batch_size: images per batch (each gives two views); the last partial batch is dropped.
         num_workers: data-loading worker processes.
-        download: fetch the dataset if it is missing (sources that can).
         view_transform: ``simclr`` or ``moco_v2`` augmentations (default: the model's own).
     """
 
@@ -57,27 +58,26 @@ class SSLDataModule(pl.LightningDataModule):
         dataset: str = "digits",
         path: Optional[str] = None,
         image_size: Optional[int] = None,
+        dataset_args: Optional[dict[str, Any]] = None,
         batch_size: int = 256,
         num_workers: int = 0,
-        download: bool = False,
         view_transform: Optional[ViewTransformName] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.source = build_source(dataset, path=path, image_size=image_size, **({"download": True} if download else {}))
+        self.source = SOURCES.build(dataset, dataset_args, path=path, image_size=image_size)
         self.image_size = image_size or self.source.image_size
         if not self.image_size:
             raise ConfigurationError(f"dataset '{dataset}' has no default image size; pass --data.image_size")
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.download = download
         self.view_transform = view_transform
         self.splits: Optional[DatasetSplits] = None
         self.train_set: Optional[SubsetView] = None
 
     def prepare_data(self) -> None:
         """Download once per node, before the ranks read the files."""
-        if self.download:
+        if getattr(self.source, "download", False):
             self.source.load()
 
     def setup(self, stage: Optional[str] = None) -> None:

@@ -66,7 +66,8 @@ def test_training_labels_come_from_the_pool_not_the_dataset():
 
 def test_state_dict_restores_the_pool():
     dm = setup_dm(initial_pool_size=20)
-    dm.label(dm.pool.unlabeled_indices()[:5], round=1)
+    queried = dm.pool.unlabeled_indices()[:5]
+    dm.pool.label(queried, dm.train_targets[queried], round=1)
     fresh = ActiveDataModule(dataset="digits", image_size=16, seed=5, initial_pool_size=20)
     fresh.load_state_dict(dm.state_dict())  # before setup, as Lightning may do
     fresh.setup("fit")
@@ -117,7 +118,7 @@ def test_corrupt_images_are_named_or_skipped_on_request(tmp_path):
     with pytest.raises(CorruptImageError, match="2.png"):
         list(strict.test_dataloader())
 
-    lenient = ActiveDataModule(dataset="image_folder", path=str(tmp_path), image_size=8, initial_pool_size=2, val_fraction=0.0, skip_corrupt=True)
+    lenient = ActiveDataModule(dataset="image_folder", path=str(tmp_path), image_size=8, initial_pool_size=2, val_fraction=0.0, dataset_args={"skip_corrupt": True})
     lenient.setup("fit")
     with pytest.warns(UserWarning, match="2.png"):
         batches = list(lenient.test_dataloader())

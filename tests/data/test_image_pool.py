@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
 from PIL import Image
 
-from al_lightning.callbacks.evaluation import _say_no_test_split, evaluate_test
 from al_lightning.data import ActiveDataModule
 from al_lightning.data.images import CorruptImageError
 from al_lightning.data.sources import build_source
 from al_lightning.errors import ConfigurationError
+from al_lightning.oracles import SimulatedOracle
+from al_lightning.rounds.evaluation import _say_no_test_split, evaluate_test
+from al_lightning.run_files import write_pool
 from tests.conftest import TINY_RUN, log_dirs, read_csv
 
 #: The pool's images in sorted id order; folders are not classes ("cats" holds cats, "more" a dog).
@@ -68,9 +71,13 @@ def pool_source(tree: Path, **options):
     return build_source("image_pool", path=str(tree / "pool"), image_size=16, **{"labels": str(tree / "labels.csv"), **options})
 
 
-def pool_dm(tree: Path, **options) -> ActiveDataModule:
-    options = {"labels": str(tree / "labels.csv"), "val_fraction": 0.34, "batch_size": 4, "seed": 0, **options}
-    dm = ActiveDataModule(dataset="image_pool", path=str(tree / "pool"), image_size=16, **options)
+def pool_dm(tree: Path, labels: Optional[str] = "labels.csv", **source_options) -> ActiveDataModule:
+    """The data module over the pool of ``tree``, with the labels file ``labels`` (in ``tree``) and the source's ``source_options``."""
+    labels = None if labels is None else str(tree / labels)
+    dm = ActiveDataModule(
+        dataset="image_pool", path=str(tree / "pool"), image_size=16, labels=labels, dataset_args=source_options,
+        val_fraction=0.34, batch_size=4, seed=0,
+    )  # fmt: skip
     dm.setup("fit")
     return dm
 
@@ -133,7 +140,7 @@ def test_a_class_not_in_the_given_classes_is_named_with_its_line(tree):
         pool_source(tree, classes=["cat", "bird"]).load()
     message = str(error.value)
     assert "3 bad row(s)" in message  # every bad row is reported at once
-    assert "labels.csv line 5: class 'dog' is not one of --data.classes (cat, bird)" in message
+    assert "labels.csv line 5: class 'dog' is not one of --data.dataset_args.classes (cat, bird)" in message
 
 
 @pytest.mark.parametrize(
@@ -142,9 +149,9 @@ def test_a_class_not_in_the_given_classes_is_named_with_its_line(tree):
         ({"labels": "{tree}/missing.csv"}, "labels file '{tree}/missing.csv' does not exist"),
         ({"labels": None}, "dataset 'image_pool' needs its class names: give --data.labels=FILE.csv"),
         ({"classes": ["cat"]}, "has only the class ['cat']; a classifier needs at least two"),
-        ({"classes": ["cat", "dog", "cat"]}, "--data.classes names cat more than once"),
-        ({"test_path": "{tree}/nowhere"}, "--data.test_path '{tree}/nowhere' is not a folder"),
-        ({"val_path": "{tree}/pool/cats"}, "--data.val_path '{tree}/pool/cats' lies inside --data.path"),
+        ({"classes": ["cat", "dog", "cat"]}, "--data.dataset_args.classes names cat more than once"),
+        ({"test_path": "{tree}/nowhere"}, "--data.dataset_args.test_path '{tree}/nowhere' is not a folder"),
+        ({"val_path": "{tree}/pool/cats"}, "--data.dataset_args.val_path '{tree}/pool/cats' lies inside --data.path"),
     ],
 )
 def test_bad_options_are_named(tree, options, problem):
@@ -218,18 +225,19 @@ def test_without_any_label_nothing_is_labeled_at_setup(tree):
 
 def test_labels_from_a_human_oracle_are_recorded(tree):
     dm = pool_dm(tree)
-    dm.label(torch.tensor([10, 0]), round=1, labels=torch.tensor([1, 0]))
+    dm.pool.label(torch.tensor([10, 0]), torch.tensor([1, 0]), round=1)
     assert dm.pool.labels[[10, 0]].tolist() == [1, 0] and dm.pool.rounds[[10, 0]].tolist() == [1, 1]
     assert dm.pool.labeled_indices()[-2:].tolist() == [0, 10]
-    with pytest.raises(ConfigurationError, match=r"dataset 'image_pool' has no label for 2 of the queried items: use a human oracle \(--al.oracle=file or labelstudio\)"):
-        dm.label(torch.tensor([1, 5]), round=2)
-    assert dm.pool.num_labeled == 6  # nothing of the refused query was recorded
+    # The dataset's own labels cannot answer a query here: the simulated oracle refuses the data.
+    with pytest.raises(ConfigurationError, match=r"the simulated oracle reveals the dataset's own labels, but 5 of its 11 training items have none"):
+        SimulatedOracle(dm.train_targets)
 
 
 def test_pool_csv_has_paths_and_class_names(tree):
     dm = pool_dm(tree, val_path=str(tree / "val"))
-    dm.label(torch.tensor([0]), round=1, labels=torch.tensor([1]))
-    rows = read_csv(dm.save_pool_csv(tree))
+    dm.pool.label(torch.tensor([0]), torch.tensor([1]), round=1)
+    write_pool(tree, dm.pool.to_csv(dm.item_ids, dm.class_names))
+    rows = read_csv(tree / "pool.csv")
     assert list(rows[0]) == ["index", "round", "path", "label"]
     expected = [(i, 0, POOL_IDS[i], ["cat", "dog"][TARGETS[i]]) for i in (2, 3, 4, 6, 7, 8)] + [(0, 1, "a.png", "dog")]
     assert [(int(r["index"]), int(r["round"]), r["path"], r["label"]) for r in rows] == expected
@@ -251,7 +259,7 @@ def test_item_ids_and_files(tree):
 def test_without_a_test_split_test_accuracy_is_none(tree, caplog):
     dm = pool_dm(tree)
     assert not dm.has_test_split
-    with pytest.raises(ConfigurationError, match="has no test split; give one with --data.test_path"):
+    with pytest.raises(ConfigurationError, match="has no test split; give one with --data.dataset_args.test_path"):
         dm.test_dataloader()
     _say_no_test_split.cache_clear()
     with caplog.at_level(logging.INFO):
@@ -265,7 +273,7 @@ def test_without_a_test_split_test_accuracy_is_none(tree, caplog):
 @pytest.mark.slow
 @pytest.mark.parametrize("with_test", [True, False])
 def test_a_run_trains_round_0_on_the_seed_labels(cli, tree, with_test):
-    test = [f"--data.test_path={tree / 'test'}"] if with_test else []
+    test = [f"--data.dataset_args.test_path={tree / 'test'}"] if with_test else []
     args = [
         "fit", *TINY_RUN, "--data.dataset=image_pool", f"--data.path={tree / 'pool'}", f"--data.labels={tree / 'labels.csv'}",
         "--data.val_fraction=0.34", "--data.batch_size=4", "--al.rounds=0", "--al.max_epochs=1", *test,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from al_lightning.data.datasets import BatchView
 from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
@@ -59,7 +59,7 @@ def test_shards_cover_every_item_once():
     assert [len(ShardSampler(11, r, 3)) for r in range(3)] == [4, 4, 3]
 
 
-def test_lightning_leaves_the_samplers_alone():
-    # Lightning injects its own (padding, reshuffling) DistributedSampler unless the loader already has one.
-    assert isinstance(ShardSampler(4), DistributedSampler)
-    assert isinstance(GlobalBatchSampler(4, 2, seed=0), DistributedSampler)
+def test_a_loader_whose_batch_sampler_was_replaced_says_how_to_keep_it():
+    # Lightning's distributed sampler (use_distributed_sampler=True) hands BatchView single positions.
+    with pytest.raises(ConfigurationError, match="use_distributed_sampler=False"):
+        BatchView([(torch.zeros(1), 0)])[0]

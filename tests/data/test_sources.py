@@ -32,7 +32,7 @@ def check_items(splits, shape: tuple[int, ...]) -> None:
 
 
 def test_an_option_the_dataset_does_not_take_is_an_error(tmp_path):
-    with pytest.raises(ConfigurationError, match=r"dataset 'cifar10' does not take --data.imbalance_ratio \(it is an option of: cifar10_lt\)"):
+    with pytest.raises(ConfigurationError, match=r"dataset 'cifar10' does not take these arguments \['imbalance_ratio'\] \(--data.dataset_args; imbalance_ratio is an option of: cifar10_lt\); it takes: download"):
         build_source("cifar10", path=str(write_cifar(tmp_path)), imbalance_ratio=10)
 
 
@@ -53,9 +53,9 @@ def test_cifar10_loads_the_python_batches(tmp_path):
 
 def test_cifar10_without_data_says_how_to_get_it(tmp_path):
     with pytest.raises(ConfigurationError, match=r"dataset 'cifar10': no CIFAR-10 data in '.*empty' \(missing "
-                       r"cifar-10-batches-py/data_batch_1, .*test_batch.*--data.download=true"):
+                       r"cifar-10-batches-py/data_batch_1, .*test_batch.*--data.dataset_args.download=true"):
         build_source("cifar10", path=str(tmp_path / "empty"))
-    with pytest.raises(ConfigurationError, match="dataset 'cifar10' needs --data.path .* or --data.download=true"):
+    with pytest.raises(ConfigurationError, match="dataset 'cifar10' needs --data.path .* or --data.dataset_args.download=true"):
         build_source("cifar10")
     # With download=True and no path the data goes to ./data/cifar10; nothing is fetched before load().
     assert build_source("cifar10", download=True).path == Path("data/cifar10")
@@ -65,7 +65,7 @@ def test_cifar10_unreadable_batch_is_named(tmp_path):
     write_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     source = build_source("cifar10", path=str(tmp_path))
-    with pytest.raises(ConfigurationError, match=r"cannot read '.*data_batch_3'.*--data.download=true"):
+    with pytest.raises(ConfigurationError, match=r"cannot read '.*data_batch_3'.*--data.dataset_args.download=true"):
         source.load()
 
 
@@ -176,7 +176,7 @@ def test_imagenet_lt_reads_the_split_files(imagenet, tmp_path):
 
 
 def test_imagenet_lt_errors_name_the_split_files(imagenet):
-    missing = r"no ImageNet_LT_train.txt or ImageNet_LT_test.txt in '.*imagenet'.*--data.split_dir"
+    missing = r"no ImageNet_LT_train.txt or ImageNet_LT_test.txt in '.*imagenet'.*--data.dataset_args.split_dir"
     with pytest.raises(ConfigurationError, match=missing):
         build_source("imagenet_lt", path=str(imagenet))
     write_lt_splits(imagenet)
@@ -239,7 +239,7 @@ def truncated_jpeg(tmp_path) -> Path:
 
 
 def test_corrupt_image_is_reported_with_its_path(truncated_jpeg):
-    with pytest.raises(CorruptImageError, match=rf"cannot read image '{truncated_jpeg}' .*--data.skip_corrupt=true") as error:
+    with pytest.raises(CorruptImageError, match=rf"cannot read image '{truncated_jpeg}' .*--data.dataset_args.skip_corrupt=true") as error:
         load_image(truncated_jpeg)
     assert isinstance(error.value, ConfigurationError) and error.value.path == str(truncated_jpeg)
     assert pickle.loads(pickle.dumps(error.value)).path == str(truncated_jpeg)  # survives worker processes

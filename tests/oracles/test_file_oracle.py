@@ -120,11 +120,9 @@ def test_the_file_oracle_refuses_two_labels_files_for_one_round(tmp_path):
         oracle.collect(query)
 
 
-def test_the_simulated_oracle_cannot_answer_for_items_the_dataset_has_no_label_for():
-    oracle = SimulatedOracle(torch.tensor([0, 1, 2, -1, 0, 1, 2, 1, 0, 0, 0, 0, 2]))
+def test_the_simulated_oracle_answers_with_the_dataset_labels_and_refuses_data_without_every_label():
     query = make_query()
     query.indices = torch.tensor([7, 2, 12])
-    assert oracle.collect(query).tolist() == [1, 2, 2]
-    query.indices = torch.tensor([7, 3, 12])
-    with pytest.raises(ConfigurationError, match="has none for 1 of the 3 items.*--al.oracle=file"):
-        oracle.collect(query)
+    assert SimulatedOracle(torch.tensor([0, 1, 2, 1, 0, 1, 2, 1, 0, 0, 0, 0, 2])).collect(query).tolist() == [1, 2, 2]
+    with pytest.raises(ConfigurationError, match="but 1 of its 13 training items have none.*--al.oracle=file"):
+        SimulatedOracle(torch.tensor([0, 1, 2, -1, 0, 1, 2, 1, 0, 0, 0, 0, 2]))

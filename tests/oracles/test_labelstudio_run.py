@@ -16,8 +16,8 @@ def test_the_cli_sends_a_round_to_label_studio_and_continues_with_the_annotation
     truth = write_colour_photos(tmp_path)
     write_seed_labels(tmp_path, truth)
     command = [
-        "fit", *TINY_RUN, *PHOTO_RUN, "--al.oracle=labelstudio", f"--al.labelstudio_url={url}",
-        "--al.labelstudio_project=photos by colour", "--al.label_dir=team",
+        "fit", *TINY_RUN, *PHOTO_RUN, "--al.oracle=labelstudio", f"--al.oracle_args.url={url}",
+        "--al.oracle_args.project=photos by colour", "--al.label_dir=team",
     ]  # fmt: skip
     env = {"LABEL_STUDIO_API_KEY": token}
 

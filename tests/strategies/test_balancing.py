@@ -8,10 +8,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import al_lightning.strategies.balanced_random  # noqa: F401
 import al_lightning.strategies.balancing  # noqa: F401
-from al_lightning.callbacks.scoring import PoolScorer
-from al_lightning.callbacks.selection import select_from_pool
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.query.scoring import PoolScorer
+from al_lightning.query.selection import select_from_pool
 from al_lightning.strategies import PoolOutputs, build
 
 

@@ -49,10 +49,23 @@ def test_select_returns_distinct_pool_indices(name, budget):
     assert set(chosen.tolist()) <= set(outputs.index.tolist())
 
 
+#: Strategies that draw at random (from their seed); the others pick by the outputs alone (here,
+#: with a labeled set: coreset starts from it, cluster margin clusters deterministically).
+SEEDED = {"random", "balanced_random", "balancing", "badge", "partitioned_badge", "partitioned_coreset", "vaal"}
+
+
 @pytest.mark.parametrize("name", available())
-def test_same_seed_same_selection(name):
+def test_the_seed_decides_every_random_choice_and_nothing_else(name):
     outputs = make_outputs()
-    assert torch.equal(prepared(name, 1, outputs).select(outputs, 9), prepared(name, 1, outputs).select(outputs, 9))
+    strategy = prepared(name, 1, outputs)
+    first = strategy.select(outputs, 9)
+    assert torch.equal(strategy.select(outputs, 9), first)  # no state kept between calls
+    assert torch.equal(prepared(name, 1, outputs).select(outputs, 9), first)  # a new instance, the same seed
+    others = {tuple(prepared(name, seed, outputs).select(outputs, 9).tolist()) for seed in (2, 3, 4, 5)}
+    if name in SEEDED:
+        assert others - {tuple(first.tolist())}, f"{name}'s picks do not change with its seed"
+    else:
+        assert others == {tuple(first.tolist())}, f"{name}'s picks change with its seed"
 
 
 @pytest.mark.parametrize("name", available())

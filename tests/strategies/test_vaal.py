@@ -200,6 +200,7 @@ def _train_on_rank(rank: int, init_file: str, out_dir: str) -> None:
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(180)  # two gloo processes: a hang fails in minutes
 def test_two_ranks_keep_identical_networks(tmp_path):
     mp.spawn(_train_on_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     zero, one = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))

@@ -1,4 +1,4 @@
-"""Dataset sources: ``build_source(name, ...)`` → an object that loads train and test splits.
+"""Dataset sources: ``build_source(name, options, path=...)`` → an object that loads train and test splits.
 
 A source knows where its images come from, how many classes there are, and which transforms
 suit it; the :class:`~al_lightning.data.ActiveDataModule` does the rest (pool, validation
@@ -8,9 +8,9 @@ split, loaders). Each source registers itself in its own module: ``digits`` (bun
 """
 
 from al_lightning.data.sources.source import (
+    SOURCES,
     DatasetSource,
     DatasetSplits,
-    available_sources,
     build_source,
     register_source,
 )
@@ -27,4 +27,4 @@ from al_lightning.data.sources import (  # noqa: E402,F401  isort: skip
     imagenet_lt,
 )
 
-__all__ = ["DatasetSource", "DatasetSplits", "available_sources", "build_source", "register_source"]
+__all__ = ["SOURCES", "DatasetSource", "DatasetSplits", "build_source", "register_source"]

@@ -37,7 +37,7 @@ class CIFAR10Source(DatasetSource):
     normalisation only for evaluation.
 
     Args:
-        download: fetch the data when it is missing (``--data.download=true``).
+        download: fetch the data when it is missing (``--data.dataset_args.download=true``).
     """
 
     layout = f"a folder holding {BATCHES_DIR}/ with {', '.join(TRAIN_FILES)}, {TEST_FILE} and {META_FILE}"
@@ -49,14 +49,14 @@ class CIFAR10Source(DatasetSource):
         if self.path is None:
             raise ConfigurationError(
                 f"dataset '{self.name}' needs --data.path ({self.layout}), "
-                f"or --data.download=true to download it into {DEFAULT_DOWNLOAD_PATH}"
+                f"or --data.dataset_args.download=true to download it into {DEFAULT_DOWNLOAD_PATH}"
             )
         self.root = self.path if (self.path / TRAIN_FILES[0]).is_file() else self.path / BATCHES_DIR
         missing = self._missing_files()
         if missing and not download:
             raise ConfigurationError(
                 f"dataset '{self.name}': no CIFAR-10 data in '{self.path}' (missing {', '.join(missing)}); "
-                f"pass --data.download=true to download it there, or point --data.path at {self.layout}"
+                f"pass --data.dataset_args.download=true to download it there, or point --data.path at {self.layout}"
             )
 
     @property
@@ -129,5 +129,5 @@ class CIFAR10Source(DatasetSource):
     def _unreadable(self, name: str, reason: str) -> ConfigurationError:
         return ConfigurationError(
             f"dataset '{self.name}': cannot read '{self.root / name}' ({reason}); it is not the python version of "
-            f"CIFAR-10: delete '{self.root}' and pass --data.download=true to fetch a fresh copy"
+            f"CIFAR-10: delete '{self.root}' and pass --data.dataset_args.download=true to fetch a fresh copy"
         )

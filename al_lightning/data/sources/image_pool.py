@@ -137,24 +137,24 @@ class ImagePoolSource(DatasetSource):
             if self.labels_file is None:
                 raise ConfigurationError(
                     f"dataset '{self.name}' needs its class names: give --data.labels=FILE.csv (path,label) with "
-                    "some labeled images, or --data.classes=[name,...]"
+                    "some labeled images, or --data.dataset_args.classes=[name,...]"
                 )
             names = sorted({row.label for row in self.rows if row.label})
             if not names:
                 raise ConfigurationError(
                     f"dataset '{self.name}': labels file '{self.labels_file}' labels no image, so the classes are "
-                    "unknown; add rows (path,label) or give --data.classes=[name,...]"
+                    "unknown; add rows (path,label) or give --data.dataset_args.classes=[name,...]"
                 )
         else:
             names = [str(name).strip() for name in classes]
             repeated = sorted({name for name in names if names.count(name) > 1})
             if repeated or "" in names:
                 problem = f"names {_first(repeated)} more than once" if repeated else "has an empty name"
-                raise ConfigurationError(f"--data.classes {problem}; give each class once")
+                raise ConfigurationError(f"--data.dataset_args.classes {problem}; give each class once")
         if len(names) < 2:
             raise ConfigurationError(
                 f"dataset '{self.name}' has only the class {names}; a classifier needs at least two: "
-                "list them all with --data.classes=[name,...]"
+                "list them all with --data.dataset_args.classes=[name,...]"
             )
         return names
 
@@ -177,7 +177,7 @@ class ImagePoolSource(DatasetSource):
             elif not row.label:
                 problems.append(f"{where}: no label for '{path}'")
             elif row.label not in class_id:
-                problems.append(f"{where}: class '{row.label}' is not one of --data.classes ({_first(self.class_names)})")
+                problems.append(f"{where}: class '{row.label}' is not one of --data.dataset_args.classes ({_first(self.class_names)})")
             else:
                 targets[position[path]] = class_id[row.label]
             first_line.setdefault(path, row.line)
@@ -199,16 +199,16 @@ class ImagePoolSource(DatasetSource):
             return None
         root = Path(folder).expanduser()
         if not root.is_dir():
-            raise ConfigurationError(f"dataset '{self.name}': --data.{option} '{root}' is not a folder; expected {root}/<class>/<image>")
+            raise ConfigurationError(f"dataset '{self.name}': --data.dataset_args.{option} '{root}' is not a folder; expected {root}/<class>/<image>")
         if root.resolve().is_relative_to(self.path.resolve()):
             raise ConfigurationError(
-                f"dataset '{self.name}': --data.{option} '{root}' lies inside --data.path '{self.path}', so its images "
+                f"dataset '{self.name}': --data.dataset_args.{option} '{root}' lies inside --data.path '{self.path}', so its images "
                 "would also be pool items; move it out of the pool folder"
             )
         unknown = [name for name in _class_folders(root) if name not in self.class_names]
         if unknown:
             raise ConfigurationError(
-                f"dataset '{self.name}': --data.{option} '{root}' has class folders that are not pool classes: "
+                f"dataset '{self.name}': --data.dataset_args.{option} '{root}' has class folders that are not pool classes: "
                 f"{_first(unknown)}; its folders must be named as the classes ({_first(self.class_names)})"
             )
         return root
@@ -226,7 +226,7 @@ class ImagePoolSource(DatasetSource):
         if not files:
             raise ConfigurationError(
                 f"dataset '{self.name}': no image files ({', '.join(IMG_EXTENSIONS)}) in the class folders of "
-                f"--data.{option} '{root}'; expected {root}/<class>/<image>"
+                f"--data.dataset_args.{option} '{root}'; expected {root}/<class>/<image>"
             )
         return ImageFileDataset(root, files, targets, skip_corrupt=self.skip_corrupt)
 

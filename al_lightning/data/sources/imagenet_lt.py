@@ -53,7 +53,7 @@ class ImageNetLTSource(DatasetSource):
         if missing:
             raise ConfigurationError(
                 f"dataset '{self.name}': no {' or '.join(missing)} in '{self.split_dir}'; put the ImageNet-LT split "
-                f"files (Liu et al. 2019) there, or pass --data.split_dir=<the folder holding them>"
+                f"files (Liu et al. 2019) there, or pass --data.dataset_args.split_dir=<the folder holding them>"
             )
         self.train_files, self.train_targets = self._read_split(TRAIN_FILE)
         self.test_files, self.test_targets = self._read_split(TEST_FILE)

@@ -1,9 +1,8 @@
-"""The source contract and its registry."""
+"""The source contract and its registry (:class:`~al_lightning.plugins.Registry`, as strategies and oracles)."""
 
 from __future__ import annotations
 
 import abc
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, TypeVar
@@ -12,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from al_lightning.errors import ConfigurationError
+from al_lightning.plugins import Registry
 
 
 @dataclass
@@ -22,7 +22,7 @@ class DatasetSplits:
         train: the training set (pool + validation split); items are ``(image, target)``
             with no transform applied.
         test: the test set, items as ``train``; None when there is none (a pool of the
-            user's own images without ``--data.test_path``): test accuracy is not measured.
+            user's own images without ``--data.dataset_args.test_path``): test accuracy is not measured.
         train_targets: (N,) labels of ``train``, read without loading images; the simulated
             oracle reveals them. ``-1`` marks an item whose label is not known (yet): a
             human oracle must give it.
@@ -82,42 +82,24 @@ class DatasetSource(abc.ABC):
         """Read the dataset."""
 
 
-_SOURCES: dict[str, type[DatasetSource]] = {}
+SOURCES: Registry[DatasetSource] = Registry(
+    "dataset",
+    DatasetSource,
+    "al_lightning.data.sources.DatasetSource",
+    "--data.dataset",
+    "--data.dataset_args",
+    "subclass it, implement `num_classes` and `load`",
+    supplied=("path", "image_size", "labels"),
+)
 
 D = TypeVar("D", bound=type[DatasetSource])
 
 
 def register_source(name: str) -> Callable[[D], D]:
-    """Class decorator that makes a source available to :func:`build_source` under ``name``."""
-
-    def decorator(cls: D) -> D:
-        cls.name = name
-        _SOURCES[name] = cls
-        return cls
-
-    return decorator
-
-
-def available_sources() -> list[str]:
-    return sorted(_SOURCES)
-
-
-def source_options(name: str) -> list[str]:
-    """The options (constructor arguments) that the source ``name`` takes."""
-    return [p for p in inspect.signature(_SOURCES[name].__init__).parameters if p != "self"]
+    """Class decorator that makes a source available under ``name`` (``--data.dataset=name``)."""
+    return SOURCES.register(name)
 
 
 def build_source(name: str, **options: Any) -> DatasetSource:
-    """Construct the source ``name`` with ``options``; one it does not take is an error naming who does."""
-    key = name.strip().lower()
-    if key not in _SOURCES:
-        raise ConfigurationError(f"unknown dataset '{name}'; choose one of: {', '.join(available_sources())}")
-    accepted = set(source_options(key))
-    for option in options:
-        if option not in accepted:
-            takers = [n for n in available_sources() if option in source_options(n)]
-            raise ConfigurationError(
-                f"dataset '{key}' does not take --data.{option} (it is an option of: {', '.join(takers) or 'none'}); "
-                "remove it or choose one of those datasets"
-            )
-    return _SOURCES[key](**options)
+    """The source ``name`` (a registered name or a class path) with ``options``; see :meth:`Registry.build`."""
+    return SOURCES.build(name, options)

@@ -5,9 +5,9 @@ from itertools import groupby
 import pytest
 import pytorch_lightning as pl
 
-from al_lightning.callbacks import QueryCallback
 from al_lightning.data import ActiveDataModule
 from al_lightning.models import ActiveClassifier
+from al_lightning.rounds import QueryCallback
 from al_lightning.strategies.vaal import VAAL
 
 

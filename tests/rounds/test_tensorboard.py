@@ -18,12 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, Event
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from al_lightning.callbacks import QueryCallback
-from al_lightning.callbacks import records as records_module
-from al_lightning.callbacks.figures import sorted_class_counts_figure
-from al_lightning.callbacks.records import RoundRecords
 from al_lightning.data import ActiveDataModule
 from al_lightning.models import ActiveClassifier
+from al_lightning.rounds import QueryCallback
+from al_lightning.rounds import records as records_module
+from al_lightning.rounds.figures import sorted_class_counts_figure
+from al_lightning.rounds.records import RoundRecords
 from tests.conftest import read_csv
 
 FIGURE_TAG = "al/labeled_classes_sorted"

@@ -2,7 +2,7 @@
 
 import torch
 
-from al_lightning.callbacks.early_stopping import RoundEarlyStopping
+from al_lightning.rounds.early_stopping import RoundEarlyStopping
 
 
 def test_patience_counts_checks_without_improvement_and_keeps_the_best_weights():
@@ -30,9 +30,9 @@ def test_min_mode_and_no_patience():
 def test_a_round_counts_patience_in_validation_checks_under_the_real_trainer(tmp_path):
     import pytorch_lightning as pl
 
-    from al_lightning.callbacks import QueryCallback
     from al_lightning.data import ActiveDataModule
     from al_lightning.models import ActiveClassifier
+    from al_lightning.rounds import QueryCallback
 
     # Validation every 2nd epoch and patience 1: a round can only end after a second check
     # (epoch 4) or at max_epochs (6); reading a stale metric at epoch 3 would end it there.
@@ -64,9 +64,9 @@ def _constant_score_rounds(tmp_path, **al):
     """Rounds whose validation score never changes: a head on fixed features that does not learn (lr 0)."""
     import pytorch_lightning as pl
 
-    from al_lightning.callbacks import QueryCallback
     from al_lightning.data import ActiveDataModule
     from al_lightning.models import ActiveClassifier
+    from al_lightning.rounds import QueryCallback
     from tests.standins import write_random_features
 
     tmp_path.mkdir()

@@ -1,4 +1,5 @@
-"""The run's records: ``rounds.csv``, ``class_counts.csv``, ``pool.csv``, ``queries/round_K.csv`` and TensorBoard's round-wise curves."""
+"""The run's records: ``rounds.csv``, ``class_counts.csv``, ``pool.csv``, ``queries/round_K.csv``
+(written through :mod:`al_lightning.run_files`) and TensorBoard's round-wise curves."""
 
 from __future__ import annotations
 
@@ -11,28 +12,11 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
-from al_lightning.callbacks.figures import sorted_class_counts_figure
 from al_lightning.data.datamodule import ActiveDataModule
-from al_lightning.metrics import class_entropy, imbalance_ratio, write_csv
+from al_lightning.metrics import class_entropy, imbalance_ratio
 from al_lightning.oracles import Query, write_query_csv
-
-#: Columns of rounds.csv, one row per training round. ``test_acc_top5`` is empty with five
-#: classes or fewer (it would always be 1.0), and the test columns are empty without a test split.
-ROUND_COLUMNS = (
-    "round",
-    "num_labeled",
-    "num_queried",
-    "num_scored",
-    "test_acc_top1",
-    "test_acc_top5",
-    "best_val",
-    "epochs",
-    "best_epoch",
-    "imbalance_ratio",
-    "class_entropy",
-    "query_seconds",
-    "train_seconds",
-)
+from al_lightning.rounds.figures import sorted_class_counts_figure
+from al_lightning.run_files import query_file, write_class_counts, write_pool, write_rounds
 
 #: TensorBoard image tag of each round's labeled class counts, sorted from least to most labeled.
 SORTED_CLASSES_TAG = "al/labeled_classes_sorted"
@@ -57,13 +41,22 @@ class RoundRecords:
     set's class histogram (``al/labeled_classes``) and the same counts as a figure, sorted
     from least to most labeled class (:data:`SORTED_CLASSES_TAG`). When the experiment ends,
     :meth:`finish` writes TensorBoard's HParams session: the run's settings with
-    :data:`FINAL_METRICS` and :data:`MEAN_TOP1_METRIC`.
+    :data:`FINAL_METRICS` and :data:`MEAN_TOP1_METRIC`. TensorBoard shows the first HParams
+    session of a run folder, so the model and the data module save their hyperparameters with
+    ``logger=False``: Lightning then writes no session of its own at fit start (with its
+    placeholder ``hp_metric``), whatever the logger.
     """
 
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []
         self.class_history: list[dict[str, Any]] = []
-        self.hparams_logged = False  # saved in checkpoints: a resumed finished run does not log them again
+        #: What the query that made the current round's labels measured (round 0's labels came with the data: None).
+        self.query: dict[str, Any] = {"num_scored": None, "query_seconds": 0.0}
+        self.hparams_logged = False  # a resumed finished run does not log them again
+
+    def note_query(self, scored: int, seconds: float) -> None:
+        """The query that made the next round's labels scored ``scored`` points in ``seconds``."""
+        self.query = {"num_scored": scored, "query_seconds": seconds}
 
     def add_round(self, trainer: pl.Trainer, datamodule: ActiveDataModule, round: int, **values: Any) -> dict[str, Any]:
         """Record round ``round`` (``values``: test accuracy, epochs, timings, ...) and write the files."""
@@ -75,6 +68,7 @@ class RoundRecords:
             "num_queried": int((pool.rounds == round).sum()),
             "imbalance_ratio": imbalance_ratio(counts),
             "class_entropy": class_entropy(counts),
+            **self.query,
             **values,
         }
         self.history.append(row)
@@ -96,18 +90,6 @@ class RoundRecords:
                     logger.experiment.add_figure(SORTED_CLASSES_TAG, figure, global_step=row["num_labeled"], close=True)
         return row
 
-    def prepare_loggers(self, trainer: pl.Trainer) -> None:
-        """Before Lightning logs the hyperparameters at fit start: no placeholder ``hp_metric`` session.
-
-        TensorBoard shows the first HParams session of a run folder, and a TensorBoardLogger
-        with ``default_hp_metric=True`` (the Trainer's default logger, or one configured so)
-        would write one at fit start with ``hp_metric = -1`` as its only metric; the real one
-        comes from :meth:`finish`. The hyperparameters still reach ``hparams.yaml``.
-        """
-        for logger in trainer.loggers:
-            if isinstance(logger, pl.loggers.TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
-                logger._default_hp_metric = False
-
     def finish(self, trainer: pl.Trainer, settings: Mapping[str, Any], datamodule: ActiveDataModule, module: pl.LightningModule) -> None:
         """The experiment is over: its HParams session to every TensorBoardLogger, once per experiment.
 
@@ -122,8 +104,7 @@ class RoundRecords:
         if not loggers or not trainer.is_global_zero:
             return
         data_hparams = dict(datamodule.hparams)
-        if getattr(datamodule, "seed", None) is not None:
-            data_hparams["seed"] = datamodule.seed  # resolved (``None`` in the hparams means seed_everything's seed)
+        data_hparams["seed"] = datamodule.seed  # resolved (``None`` in the hparams means seed_everything's seed)
         params = run_hparams(settings, data=data_hparams, model=dict(module.hparams))
         metrics = final_metrics(self.history)
         for logger in loggers:
@@ -135,24 +116,30 @@ class RoundRecords:
         if not trainer.is_global_zero:
             return
         directory = Path(log_dir or ".")
-        datamodule.save_pool_csv(directory)
+        write_pool(directory, datamodule.pool.to_csv(datamodule.item_ids, datamodule.class_names))
         if self.history:
-            write_csv(directory / "rounds.csv", self.history, ROUND_COLUMNS)
-            write_csv(directory / "class_counts.csv", self.class_history, ["round", "num_labeled", *datamodule.class_names])
+            write_rounds(directory, self.history)
+            write_class_counts(directory, self.class_history, datamodule.class_names)
 
     def write_query(self, trainer: pl.Trainer, query: Query) -> None:
         """Keep the query's items, predictions and scores as ``queries/round_K.csv`` (every oracle, for analysis)."""
         log_dir = trainer.log_dir
         if trainer.is_global_zero:
-            write_query_csv(Path(log_dir or ".") / "queries" / f"round_{query.round}.csv", query)
+            write_query_csv(query_file(Path(log_dir or "."), query.round), query)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "class_history": self.class_history, "hparams_logged": self.hparams_logged}
+        return {
+            "history": self.history,
+            "class_history": self.class_history,
+            "query": self.query,
+            "hparams_logged": self.hparams_logged,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
         self.class_history = list(state["class_history"])
-        self.hparams_logged = bool(state.get("hparams_logged", False))  # checkpoints from before the HParams session
+        self.query = dict(state["query"])
+        self.hparams_logged = bool(state["hparams_logged"])
 
 
 def final_metrics(history: list[dict[str, Any]]) -> dict[str, float]:

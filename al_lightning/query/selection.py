@@ -12,9 +12,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from al_lightning.callbacks.scoring import SCORED_FIELDS, PoolScorer, gather_rows
-from al_lightning.distributed import on_every_rank, rank, world_size
-from al_lightning.errors import ConfigurationError
+from al_lightning.distributed import gather_rows, on_every_rank, rank, world_size
+from al_lightning.query.scoring import SCORED_FIELDS, PoolScorer
 from al_lightning.strategies import PoolOutputs, Strategy
 from al_lightning.strategies.partitions import Partition, PartitionedStrategy
 from al_lightning.strategies.reducers import Reducer
@@ -43,8 +42,7 @@ def select_from_pool(
     that the caller can give (``targets`` when ``true_targets`` is given). Streaming strategies
     reduce batch by batch (memory O(b) or O(C·b)) and every rank finishes the merged
     reduction identically. Partitioned strategies, given ``subset_loader`` and
-    ``labeled_indices``, run each partition on one rank
-    (:func:`~al_lightning.callbacks.partition_scoring.select_by_partition`). The others get
+    ``labeled_indices``, run each partition on one rank (:func:`select_by_partition`). The others get
     whole outputs gathered on rank 0 only, which selects (other ranks return nothing: the
     caller broadcasts rank 0's answer); no other rank holds more than its shard.
 
@@ -54,21 +52,15 @@ def select_from_pool(
             pass is needed).
         labeled_loader: this rank's shard of the labeled set, same form.
         labels: (N_train,) labels by training index (-1 where unknown).
-        true_targets: (N_train,) the dataset's labels, for the ``targets`` field: an oracle
-            that answers at once (the simulated one) gives them; None means the oracle cannot
-            answer during the query (a human annotator). A strategy that requires ``targets``
-            (the cheating ``balanced_random``) then cannot run; one that accepts them
-            (``balancing``'s per-pick label feedback) does without.
+        true_targets: (N_train,) the pool's true labels, for the ``targets`` field, from an
+            oracle that knows them (:meth:`~al_lightning.oracles.Oracle.true_labels`: the
+            simulated one); None when the oracle cannot answer during the query (people). A
+            strategy that accepts them (``balancing``'s per-pick label feedback) then does
+            without; one that requires them (``balanced_random``) is refused before the run
+            starts (:class:`~al_lightning.rounds.QueryCallback`).
         subset_loader: an unsharded loader over any given pool indices, same form.
         labeled_indices: the labeled indices ``labeled_loader`` covers (sorted).
     """
-    if "targets" in strategy.requires and true_targets is None:
-        raise ConfigurationError(
-            f"strategy '{strategy.name or type(strategy).__name__}' reads the pool's true labels (PoolOutputs.targets) "
-            "during the query, so it needs an oracle that answers at once (the simulated oracle); "
-            "none was given (true_targets=None: an oracle, such as a human annotator, that cannot answer "
-            "during the query)"
-        )
     fields = set(strategy.requires)
     if "targets" in strategy.accepts and true_targets is not None:
         fields.add("targets")
@@ -97,7 +89,7 @@ def select_from_pool(
             outputs.labeled_targets = labels[labeled["index"]]
         else:
             outputs.labeled_targets = labels[labels >= 0]
-        if "targets" in fields:
+        if "targets" in fields and true_targets is not None:
             outputs.targets = true_targets[outputs.index]
         return strategy.select(outputs, budget)
 

@@ -6,11 +6,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from al_lightning.callbacks import ROUND_COLUMNS, QueryCallback
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
-from al_lightning.strategies import PoolOutputs, Strategy, StreamingStrategy, available
+from al_lightning.rounds import ROUND_COLUMNS, QueryCallback
+from al_lightning.rounds import callback as callback_module
+from al_lightning.strategies import PoolOutputs, Strategy, StreamingStrategy, available, build
 from al_lightning.strategies.partitions import PartitionedStrategy
 from tests.conftest import read_csv
 
@@ -88,20 +89,21 @@ def test_bad_callback_settings():
 @pytest.mark.parametrize("strategy", available())
 def test_every_strategy_runs_a_round_through_the_callback_and_gets_what_it_requires(tmp_path, strategy, monkeypatch):
     args = {"width": 8, "crop_size": 16} if strategy == "vaal" else {}
-    original_init = QueryCallback.__init__
+    spied: list[list[PoolOutputs]] = []
 
-    def init_and_spy(self, *a, **k):
-        original_init(self, *a, **k)
-        self._spied = record_inputs(self.strategy)
+    def build_and_spy(name, **kwargs):
+        made = build(name, **kwargs)
+        spied.append(record_inputs(made))
+        return made
 
-    monkeypatch.setattr(QueryCallback, "__init__", init_and_spy)
+    monkeypatch.setattr(callback_module, "build", build_and_spy)
     datamodule, callback, _ = run(tmp_path, initial_pool_size=30, strategy=strategy, budget=25, rounds=1, strategy_args=args)
     pool = datamodule.pool
     assert torch.bincount(pool.rounds[pool.labeled_mask].long()).tolist() == [30, 25]
     assert not (pool.labeled_mask & pool.holdout).any()
     assert [row["num_labeled"] for row in callback.history] == [30, 55]
 
-    inputs = callback._spied
+    (inputs,) = spied
     assert inputs, "the strategy was never called"
     assert sum(len(o) for o in inputs) == pool.num_unlabeled + 25  # the whole unlabeled pool, once
     labeled_round0 = (pool.rounds == 0).nonzero().squeeze(1)

@@ -2,55 +2,30 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Iterable, Iterator, Optional
+from contextlib import nullcontext
+from typing import Callable, Iterable, Optional
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torchmetrics.utilities.distributed import gather_all_tensors
-from tqdm.auto import tqdm
 
-from al_lightning.distributed import is_distributed, on_every_rank, rank
+from al_lightning.distributed import gather_rows, on_every_rank, rank
+from al_lightning.inference import ForwardContext, InferenceLoop
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.strategies import PoolOutputs
 from al_lightning.strategies.outputs import PER_POINT_FIELDS
 from al_lightning.strategies.reducers import Reducer
 
-ForwardContext = Callable[[], AbstractContextManager]
-
-#: Per-point fields a forward pass over the pool produces (``targets`` come from the oracle's data).
+#: Per-point fields a forward pass over the pool produces (``targets`` come from the oracle).
 SCORED_FIELDS = tuple(f for f in PER_POINT_FIELDS if f != "targets")
 
 
-def gather_rows(tensor: Tensor, device: torch.device, to: Optional[int] = None) -> Optional[Tensor]:
-    """Every rank's rows of ``tensor`` (any number per rank), in rank order, on the tensor's device.
-
-    ``to``: only that rank receives them (the others get None), so the gathered whole exists
-    once, not on every rank. The collectives run on ``device`` (the rank's GPU under NCCL);
-    a no-op in one process.
-    """
-    if not is_distributed():
-        return tensor
-    if to is None:
-        return torch.cat(gather_all_tensors(tensor.to(device))).to(tensor.device)
-    local = tensor.to(device)
-    sizes = [int(s) for s in gather_all_tensors(torch.tensor([local.shape[0]], device=device))]
-    padded = local.new_zeros((max(sizes), *local.shape[1:]))
-    padded[: local.shape[0]] = local
-    received = [torch.empty_like(padded) for _ in sizes] if rank() == to else None
-    dist.gather(padded, received, dst=to)
-    if received is None:
-        return None
-    return torch.cat([rows[:size] for rows, size in zip(received, sizes)]).to(tensor.device)
-
-
 class PoolScorer:
-    """Eval-mode passes of the classifier over this rank's shard of a loader.
+    """The classifier's outputs on this rank's shard of a pool loader, as :class:`PoolOutputs`.
 
-    The trunk runs inside ``forward_context`` (the precision plugin's autocast); the head,
-    the logits and the features handed to strategies are float32
+    Passes go through the :class:`~al_lightning.inference.InferenceLoop` (eval mode, device,
+    precision, progress, failures). The trunk runs in the trainer's precision; the head, the
+    logits and the features handed to strategies are float32
     (:meth:`ActiveClassifier.classify`), so selection does not depend on the training precision.
 
     Args:
@@ -69,8 +44,7 @@ class PoolScorer:
     ) -> None:
         self.module = module
         self.device = device
-        self.forward_context = forward_context
-        self.progress = progress
+        self.loop = InferenceLoop(module, device, forward_context, progress)
 
     def head(self) -> PoolOutputs:
         """The head and C as a :class:`PoolOutputs` with no points: the fields shared by every chunk."""
@@ -81,43 +55,49 @@ class PoolScorer:
             num_classes=self.module.head.out_features,
         )
 
-    @torch.no_grad()
-    def batches(self, loader: DataLoader, fields: Iterable[str]) -> Iterator[PoolOutputs]:
-        """Per-batch outputs with the per-point ``fields`` asked for and the head's fields."""
+    def _forward(self, fields: Iterable[str]) -> Callable[[Tensor], dict[str, Tensor]]:
+        """The per-point ``fields`` of a batch of inputs."""
         fields = set(fields)
+
+        def forward(inputs: Tensor) -> dict[str, Tensor]:
+            values: dict[str, Tensor] = {}
+            if fields & {"logits", "features"}:
+                features = self.module.extract_features(inputs)
+                if "logits" in fields:
+                    values["logits"] = self.module.classify(features)
+                if "features" in fields:
+                    values["features"] = features.float()
+            if "images" in fields:
+                values["images"] = inputs
+            return values
+
+        return forward
+
+    def _chunks(self, loader: DataLoader, fields: Iterable[str], consume: Callable[[PoolOutputs], None], checked: bool) -> None:
+        """Each batch as a :class:`PoolOutputs` (the head's fields and ``fields``) to ``consume``."""
         head = self.head()
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            for batch in tqdm(loader, desc=self.progress, disable=self.progress is None, leave=False):
-                if batch is None:  # every image unreadable and skipped: nothing to score
-                    continue
-                images, index = batch
-                images = images.to(self.device, non_blocking=True)
-                values: dict[str, Tensor] = {}
-                if fields & {"logits", "features"}:
-                    with self.forward_context():
-                        features = self.module.extract_features(images)
-                        if "logits" in fields:
-                            values["logits"] = self.module.classify(features)
-                    if "features" in fields:
-                        values["features"] = features.float()
-                if "images" in fields:
-                    values["images"] = images
-                yield PoolOutputs(index=index.to(self.device), weight=head.weight, bias=head.bias, num_classes=head.num_classes, **values)
-        finally:
-            self.module.train(was_training)
+
+        def to_outputs(values: dict[str, Tensor], index: Tensor) -> None:
+            consume(PoolOutputs(index=index.to(self.device), weight=head.weight, bias=head.bias, num_classes=head.num_classes, **values))
+
+        if checked:
+            self.loop.run(loader, self._forward(fields), to_outputs, "scoring the pool")
+        else:
+            self.loop.local(loader, self._forward(fields), to_outputs)
 
     def collect(self, loader: DataLoader, fields: Iterable[str]) -> dict[str, Tensor]:
         """This rank's rows of ``fields`` (and ``index``) from ``loader``, on the CPU, in the loader's order.
 
-        Local work only (no collective), so it can run inside :func:`on_every_rank`.
+        Local work only (no collective), for work that is checked on every rank as a whole.
         """
         fields = [f for f in SCORED_FIELDS if f in set(fields)]
         columns: dict[str, list[Tensor]] = {f: [] for f in ["index", *fields]}
-        for chunk in self.batches(loader, fields):
+
+        def keep(chunk: PoolOutputs) -> None:
             for f in columns:
                 columns[f].append(getattr(chunk, f).cpu())
+
+        self._chunks(loader, fields, keep, checked=False)
         return {f: torch.cat(v) if v else self._empty(f) for f, v in columns.items()}
 
     def gather(self, loader: DataLoader, fields: Iterable[str], to: Optional[int] = None) -> Optional[dict[str, Tensor]]:
@@ -136,12 +116,7 @@ class PoolScorer:
 
     def stream(self, reducer: Reducer, loader: DataLoader, fields: Iterable[str]) -> None:
         """Feed this rank's batches to ``reducer``, then merge every other rank's state into it."""
-
-        def update() -> None:
-            for chunk in self.batches(loader, fields):
-                reducer.update(chunk)
-
-        on_every_rank(update, "scoring the pool")
+        self._chunks(loader, fields, reducer.update, checked=True)
         states = gather_rows(reducer.state().unsqueeze(0), self.device)
         for r, state in enumerate(states):
             if r != rank():

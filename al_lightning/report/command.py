@@ -5,7 +5,7 @@ sweep's output, a ``lightning_logs``). Runs are grouped by config (strategy, see
 path/logging keys aside), each strategy's seeds are aligned by label count, and per group
 ``DIR`` gets ``top1.png``, ``top5.png``, ``imbalance.png``, ``entropy.png``,
 ``class_counts.png`` (prefixed ``groupK_`` when there are several groups) and one
-``summary.md``. Exit status 2 when no run has records. The work is in :mod:`al_lightning.reports`.
+``summary.md``. Exit status 2 when no run has records. The work is in the package's other modules.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from al_lightning.reports.figures import write_figures
-from al_lightning.reports.groups import IGNORED_KEYS, Group, group_runs
-from al_lightning.reports.runs import ReportError, ReportWarning, load_runs
-from al_lightning.reports.summary import summary_markdown
+from al_lightning.report.figures import write_figures
+from al_lightning.report.groups import IGNORED_KEYS, Group, group_runs
+from al_lightning.report.runs import ReportError, ReportWarning, load_runs
+from al_lightning.report.summary import summary_markdown
 
 
 @contextmanager
@@ -45,8 +45,8 @@ def make_report(paths: Sequence[str | Path], out: str | Path, ignore: Sequence[s
     """Load, group and align the runs at or below ``paths``; write the figures and ``summary.md`` to ``out``.
 
     What is left out on the way (runs without records, repeats, label counts, strategies) is
-    raised as :class:`~al_lightning.reports.ReportWarning` and listed in the summary.
-    Raises :class:`~al_lightning.reports.ReportError` when no run has records.
+    raised as :class:`~al_lightning.report.ReportWarning` and listed in the summary.
+    Raises :class:`~al_lightning.report.ReportError` when no run has records.
     """
     out = Path(out)
     skipped: list[str] = []

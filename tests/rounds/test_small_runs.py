@@ -6,10 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from al_lightning.callbacks import QueryCallback
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.rounds import QueryCallback
 from al_lightning.strategies import PoolOutputs, Strategy
 from tests.conftest import read_csv
 from tests.standins import write_random_features

@@ -6,45 +6,39 @@ from functools import cache
 from typing import Optional
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
 
 from al_lightning.data.datamodule import ActiveDataModule
+from al_lightning.inference import InferenceLoop
 from al_lightning.models.classifier import ActiveClassifier
 
 
-@torch.no_grad()
 def evaluate_test(trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule) -> dict[str, Optional[float]]:
     """``{"test_acc_top1": ..., "test_acc_top5": ...}`` on the test split, in eval mode.
 
     Top-5 is ``None`` with five classes or fewer (it would always be 1.0). Both are ``None``
     without a test split (the run's records leave them empty). The trunk runs in the trainer's
-    precision, the head in float32, as in pool scoring.
+    precision, the head in float32, as in pool scoring (:class:`~al_lightning.inference.InferenceLoop`).
     """
     if not datamodule.has_test_split:
         _say_no_test_split()
         return {"test_acc_top1": None, "test_acc_top5": None}
-    was_training = module.training
-    module.eval()
     metrics = module.test_metrics
     metrics.reset()
+
+    def update(logits: Tensor, targets: Tensor) -> None:
+        metrics.update(logits, targets.to(logits.device))
+
     try:
-        for batch in datamodule.test_dataloader(sharded=True):
-            if batch is None:  # all skipped as unreadable
-                continue
-            images, targets = batch
-            images = images.to(module.device)
-            with trainer.precision_plugin.forward_context():
-                logits = module(images)
-            metrics.update(logits, targets.to(module.device))
+        InferenceLoop.of(trainer, module).run(datamodule.test_dataloader(sharded=True), module, update, "evaluating the test split")
         results = {k.removeprefix("test/"): float(v) for k, v in metrics.compute().items()}
     finally:
         metrics.reset()
-        module.train(was_training)
     return {"test_acc_top1": results["acc_top1"], "test_acc_top5": results.get("acc_top5")}
 
 
 @cache
 def _say_no_test_split() -> None:
     """Said once per process, not every round."""
-    rank_zero_info("[al] test accuracy is not measured: the dataset has no test split (give one with --data.test_path=DIR)")
+    rank_zero_info("[al] test accuracy is not measured: the dataset has no test split (give one with --data.dataset_args.test_path=DIR)")

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from al_lightning.reports.groups import Group, labels_to_reach_random
-from al_lightning.reports.runs import METRICS
+from al_lightning.report.groups import Group, labels_to_reach_random
+from al_lightning.report.runs import METRICS
 
 #: Shared settings named at the top of each group, when the config has them.
 KEY_SETTINGS = (

@@ -1,27 +1,23 @@
 """Runs for a report: a run's records (``rounds.csv``, ``class_counts.csv``) and its saved ``config.yaml``.
 
 A run is a ``trainer.log_dir`` holding ``rounds.csv`` (and ``class_counts.csv``) next to
-LightningCLI's ``config.yaml``. Strategy and seed come from that config, never from folder
-names. Comparing runs (groups, alignment, intervals) is :mod:`al_lightning.reports.groups`.
+LightningCLI's ``config.yaml`` (the files: :mod:`al_lightning.run_files`). Strategy and seed
+come from that config, never from folder names. Comparing runs (groups, alignment,
+intervals) is :mod:`al_lightning.report.groups`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import yaml
 
-ROUNDS_FILE = "rounds.csv"
-CLASS_COUNTS_FILE = "class_counts.csv"
-CONFIG_FILE = "config.yaml"
+from al_lightning.run_files import CONFIG_YAML, ROUNDS_CSV, Run, read_class_counts, read_rounds
 
 #: The per-round measures a report draws: ``rounds.csv`` column -> a label for tables and axes.
 METRICS = {
@@ -38,29 +34,6 @@ class ReportError(ValueError):
 
 class ReportWarning(UserWarning):
     """Something was left out of the report (a run without records, a label count, a strategy)."""
-
-
-@dataclass
-class Run:
-    """One run's records: rows of ``rounds.csv`` by label count, its class counts and its flattened config."""
-
-    path: Path
-    strategy: str
-    seed: Optional[int]
-    config: dict[str, Any]
-    rows: dict[int, dict[str, float]]
-    class_names: list[str] = field(default_factory=list)
-    class_counts: dict[int, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """``strategy seed K``, for messages."""
-        return f"{self.strategy} seed {self.seed if self.seed is not None else '?'}"
-
-    @property
-    def labels(self) -> list[int]:
-        """The label counts this run has records for, ascending."""
-        return sorted(self.rows)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -109,7 +82,7 @@ def path_order(path: Path) -> list[Any]:
 
 
 def _looks_like_run(directory: Path) -> bool:
-    return (directory / CONFIG_FILE).is_file() or bool(re.fullmatch(r"version_\d+", directory.name))
+    return (directory / CONFIG_YAML).is_file() or bool(re.fullmatch(r"version_\d+", directory.name))
 
 
 def find_run_dirs(path: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -124,11 +97,11 @@ def find_run_dirs(path: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]
         path = path.parent
     if not path.is_dir():
         return [], [(path, "does not exist")]
-    found = sorted({p.parent for p in path.rglob(ROUNDS_FILE)}, key=path_order)
+    found = sorted({p.parent for p in path.rglob(ROUNDS_CSV)}, key=path_order)
     candidates = [path, *(p for p in path.rglob("*") if p.is_dir())]
-    empty = [(d, f"no {ROUNDS_FILE}") for d in sorted(candidates, key=path_order) if _looks_like_run(d) and not (d / ROUNDS_FILE).exists()]
+    empty = [(d, f"no {ROUNDS_CSV}") for d in sorted(candidates, key=path_order) if _looks_like_run(d) and not (d / ROUNDS_CSV).exists()]
     if not found and not empty:
-        empty = [(path, f"no {ROUNDS_FILE} in it or below it")]
+        empty = [(path, f"no {ROUNDS_CSV} in it or below it")]
     return found, empty
 
 
@@ -144,18 +117,16 @@ def _number(text: Optional[str]) -> float:
 def load_run(directory: str | Path) -> Run:
     """Read one run directory; :class:`ReportError` if it has no records or no readable config."""
     directory = Path(directory)
-    rounds = directory / ROUNDS_FILE
-    if not rounds.is_file():
-        raise ReportError(f"{directory}: no {ROUNDS_FILE}")
-    with open(rounds, newline="") as f:
-        table = list(csv.DictReader(f))
+    if not (directory / ROUNDS_CSV).is_file():
+        raise ReportError(f"{directory}: no {ROUNDS_CSV}")
+    table = read_rounds(directory)
     if not table:
-        raise ReportError(f"{directory}: {ROUNDS_FILE} has no rows (the run finished no round)")
+        raise ReportError(f"{directory}: {ROUNDS_CSV} has no rows (the run finished no round)")
     if "num_labeled" not in table[0]:
-        raise ReportError(f"{directory}: {ROUNDS_FILE} has no num_labeled column")
-    config_path = directory / CONFIG_FILE
+        raise ReportError(f"{directory}: {ROUNDS_CSV} has no num_labeled column")
+    config_path = directory / CONFIG_YAML
     if not config_path.is_file():
-        raise ReportError(f"{directory}: no {CONFIG_FILE} beside {ROUNDS_FILE}, so strategy and seed are unknown")
+        raise ReportError(f"{directory}: no {CONFIG_YAML} beside {ROUNDS_CSV}, so strategy and seed are unknown")
     try:
         config = flatten(yaml.safe_load(config_path.read_text()) or {})
     except yaml.YAMLError as error:
@@ -166,17 +137,8 @@ def load_run(directory: str | Path) -> Run:
         if labels in rows:
             warnings.warn(f"{directory}: two rounds with {labels} labels; the later one is used", ReportWarning, stacklevel=2)
         rows[labels] = {key: _number(value) for key, value in line.items() if key is not None}
-    run = Run(directory, strategy_label(config), run_seed(config), config, rows)
-    counts_path = directory / CLASS_COUNTS_FILE
-    if counts_path.is_file():
-        with open(counts_path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, [])
-            run.class_names = header[2:]
-            for line in reader:
-                if line:
-                    run.class_counts[int(float(line[1]))] = np.asarray([float(v) for v in line[2:]])
-    return run
+    class_names, class_counts = read_class_counts(directory)
+    return Run(directory, strategy_label(config), run_seed(config), config, rows, class_names, class_counts)
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
@@ -201,7 +163,7 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     if not runs:
         given = ", ".join(str(p) for p in paths) or "(none)"
         raise ReportError(
-            f"no run with records in {given}: expected {ROUNDS_FILE} and {CONFIG_FILE} in a run's log dir "
+            f"no run with records in {given}: expected {ROUNDS_CSV} and {CONFIG_YAML} in a run's log dir "
             "(lightning_logs/version_N/) at or below these paths"
         )
     return runs

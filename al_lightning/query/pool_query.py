@@ -11,12 +11,14 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from al_lightning.callbacks.scoring import PoolScorer
-from al_lightning.callbacks.selection import select_from_pool
 from al_lightning.data.datamodule import ActiveDataModule
+from al_lightning.distributed import broadcast
 from al_lightning.errors import ConfigurationError
+from al_lightning.inference import InferenceLoop
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.oracles import Query
+from al_lightning.query.scoring import PoolScorer
+from al_lightning.query.selection import select_from_pool
 from al_lightning.seeding import derive_seed
 from al_lightning.strategies import PoolOutputs, Strategy
 
@@ -78,12 +80,12 @@ class PoolQuery:
         self.pairwise_subset = pairwise_subset if strategy.pairwise else None
 
     def run(
-        self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int, answers_at_once: bool = True
+        self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int, true_labels: Optional[Tensor] = None
     ) -> QueryResult:
         """Select up to ``budget`` unlabeled points with ``module``'s weights, for round ``round``.
 
-        ``answers_at_once``: the oracle knows the labels already (the simulated one), so
-        strategies that accept the pool's true labels get them (``PoolOutputs.targets``).
+        ``true_labels``: the pool's true labels, from an oracle that knows them (the simulated
+        one); strategies that read them get them (``PoolOutputs.targets``).
         """
         pool = datamodule.pool
         budget = self.budget
@@ -104,16 +106,16 @@ class PoolQuery:
         chosen = select_from_pool(
             self.strategy,
             budget,
-            PoolScorer(module, module.device, trainer.precision_plugin.forward_context, progress=_progress(trainer, f"[al] round {round}: scoring the pool")),
+            self._scorer(trainer, module, progress=f"[al] round {round}: scoring the pool"),
             pool_loader=datamodule.pool_dataloader(candidates),
             pool_indices=candidates,
             labeled_loader=datamodule.pool_dataloader(labeled),
             labels=torch.where(pool.labeled_mask, pool.labels, -1),
-            true_targets=datamodule.train_targets if answers_at_once else None,
+            true_targets=true_labels,
             subset_loader=lambda indices: datamodule.pool_dataloader(indices, sharded=False),
             labeled_indices=labeled,
         )
-        chosen = trainer.strategy.broadcast(chosen, src=0)
+        chosen = broadcast(chosen)
         seconds = time.perf_counter() - started
         rank_zero_info(
             f"[al] round {round}: {self.strategy_name} picked {chosen.numel()} of {candidates.numel()} scored points in {seconds:.2f}s"
@@ -129,7 +131,7 @@ class PoolQuery:
 
         One more forward pass, over the chosen points only (every rank its shard, gathered).
         """
-        scorer = PoolScorer(module, module.device, trainer.precision_plugin.forward_context)
+        scorer = self._scorer(trainer, module)
         scored = scorer.gather(datamodule.pool_dataloader(chosen), ["logits", "features"])
         position = {index: i for i, index in enumerate(scored["index"].tolist())}
         # Selection order; a point whose image was skipped as unreadable has no row (-1).
@@ -155,6 +157,12 @@ class PoolQuery:
             image_files=datamodule.item_files(chosen),
         )
 
+    @staticmethod
+    def _scorer(trainer: pl.Trainer, module: ActiveClassifier, progress: Optional[str] = None) -> PoolScorer:
+        """Scoring as the trainer runs ``module`` (:meth:`InferenceLoop.of <al_lightning.inference.InferenceLoop.of>`)."""
+        loop = InferenceLoop.of(trainer, module, progress)
+        return PoolScorer(module, loop.device, loop.forward_context, loop.progress)
+
     def _unlabeled_subset_size(self, num_labeled: int) -> tuple[str, Optional[int]]:
         """The option that bounds the unlabeled points scored, and the bound (None: all)."""
         if self.pairwise_subset is None:
@@ -176,8 +184,3 @@ class PoolQuery:
             return indices
         generator = torch.Generator().manual_seed(derive_seed(self.seed, what, round))
         return indices[torch.randperm(indices.numel(), generator=generator)[:size]].sort().values
-
-
-def _progress(trainer: pl.Trainer, label: str) -> Optional[str]:
-    """A progress bar's label where the trainer shows its own (rank 0, progress bar on), else None."""
-    return label if trainer.is_global_zero and trainer.progress_bar_callback is not None else None

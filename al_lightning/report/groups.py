@@ -19,25 +19,26 @@ import numpy as np
 # the t quantile: scipy comes with scikit-learn (scipy.special, not scipy.stats, which takes seconds to import)
 from scipy.special import stdtrit
 
-from al_lightning.reports.runs import ReportError, ReportWarning, Run, path_order
+from al_lightning.report.runs import ReportError, ReportWarning, path_order
+from al_lightning.run_files import Run
+from al_lightning.sweep import OWNED
 
 #: Config keys (dotted; a key also covers everything below it) left out when deciding whether two
-#: runs are comparable. The strategy and the seeds are what a sweep varies (``al.strategy_args``
-#: belong to the strategy: they become part of its name, see
-#: :func:`~al_lightning.reports.runs.strategy_label`); ``al.rounds`` only says when a run stops,
+#: runs are comparable. What a sweep sets per run (:data:`~al_lightning.sweep.OWNED`: the
+#: strategy, the seed, the folder, the resume point) and the strategy's own options
+#: (``al.strategy_args`` become part of its name, see
+#: :func:`~al_lightning.report.runs.strategy_label`); ``al.rounds`` only says when a run stops,
 #: which changes no round's numbers (runs cut short are what the alignment by label count is
 #: for); the others say where files go, what gets logged or shown, and how checkpoints are
-#: written or resumed, none of which changes a run's numbers. Everything else splits groups,
+#: written, none of which changes a run's numbers. Everything else splits groups,
 #: ``data.num_workers``, ``data.eval_batch_size`` and ``trainer.devices`` included: add keys with
 #: ``--ignore-key`` when you know they do not matter.
 IGNORED_KEYS = (
-    "al.strategy",
+    *OWNED,
     "al.strategy_args",
     "al.seed",
-    "seed_everything",
     "data.seed",
     "al.rounds",
-    "trainer.default_root_dir",
     "trainer.logger",
     "trainer.callbacks",
     "trainer.enable_progress_bar",
@@ -46,10 +47,9 @@ IGNORED_KEYS = (
     "trainer.log_every_n_steps",
     "trainer.profiler",
     "data.path",
-    "data.split_dir",
-    "data.download",
+    "data.dataset_args.split_dir",
+    "data.dataset_args.download",
     "al.save_round_checkpoints",
-    "ckpt_path",
     "weights_only",
 )
 

@@ -9,9 +9,9 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader, TensorDataset
 
-from al_lightning.callbacks.scoring import PoolScorer
-from al_lightning.callbacks.selection import select_from_pool
 from al_lightning.models import ActiveClassifier
+from al_lightning.query.scoring import PoolScorer
+from al_lightning.query.selection import select_from_pool
 from al_lightning.strategies import build
 
 

@@ -17,8 +17,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from al_lightning.reports.groups import Group
-from al_lightning.reports.runs import METRICS
+from al_lightning.report.groups import Group
+from al_lightning.report.runs import METRICS
 
 #: file stem, rounds.csv column, title: the figures :func:`write_figures` writes per group.
 METRIC_FIGURES = (

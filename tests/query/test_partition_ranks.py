@@ -11,10 +11,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from al_lightning.callbacks.scoring import PoolScorer
-from al_lightning.callbacks.selection import select_from_pool
 from al_lightning.distributed import RankFailedError
 from al_lightning.models.classifier import ActiveClassifier
+from al_lightning.query.scoring import PoolScorer
+from al_lightning.query.selection import select_from_pool
 from al_lightning.strategies import PoolOutputs, build
 from tests.strategies.plain_partitions import plain_partitions
 
@@ -107,6 +107,7 @@ def run_ranks(name, kwargs, budget, world=2, fail_rank=-1):
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(180)  # two gloo processes: a hang fails in minutes
 @pytest.mark.parametrize("name, kwargs", STRATEGIES)
 def test_two_ranks_take_different_partitions_and_pick_what_one_process_picks(name, kwargs):
     one = choose(name, kwargs, 23, [])
@@ -121,6 +122,7 @@ def test_two_ranks_take_different_partitions_and_pick_what_one_process_picks(nam
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(180)  # two gloo processes: a hang fails in minutes
 def test_a_rank_failing_in_its_partitions_fails_every_rank_with_its_number_and_cause():
     results = run_ranks("partitioned_coreset", {"partitions": 5}, 23, fail_rank=1)
     for status, message, _ in results:
