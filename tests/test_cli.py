@@ -124,6 +124,9 @@ def test_print_config_shows_every_namespace(cli, tmp_path):
         ("--al.strategy=bogus", "unknown strategy 'bogus'; choose one of: badge, balanced_random, "),
         ("--model.backbone=resnet51", "unknown backbone 'resnet51'; choose one of resnet18"),
         ("--data.dataset=image_folder --data.path=/no/such/folder", "dataset 'image_folder': path '/no/such/folder' does not exist"),
+        # Options that moved under their plug-in's name: the old spelling names the new one.
+        ("--data.imbalance_ratio=3", "data.imbalance_ratio has moved: it is now data.dataset_args.imbalance_ratio"),
+        ("--al.labelstudio_url=http://localhost:8080", "al.labelstudio_url has moved: it is now al.oracle_args.url"),
     ],
 )
 def test_bad_input_is_one_clear_line(cli, tmp_path, override, message):
@@ -131,3 +134,10 @@ def test_bad_input_is_one_clear_line(cli, tmp_path, override, message):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"error: {message}" in result.stderr
+
+
+def test_a_config_file_with_a_moved_option_is_one_clear_line(cli, tmp_path):
+    (tmp_path / "old.yaml").write_text("data:\n  dataset: cifar10\n  download: true\n")
+    result = cli(["fit", *TINY_RUN, "--config", "old.yaml"], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: data.download has moved: it is now data.dataset_args.download" in result.stderr

@@ -1,4 +1,5 @@
-"""Strategies written outside the package: ``build("my_plugin.IdOrder")`` and ``--al.strategy=my_plugin.IdOrder``."""
+"""Plug-ins written outside the package: strategies (``build("my_plugin.IdOrder")``,
+``--al.strategy=my_plugin.IdOrder``), dataset sources and oracles, by one idiom."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, Strategy, build, get
@@ -51,6 +53,47 @@ PLUGIN = textwrap.dedent(
 
 
     not_a_class = 3
+
+
+    from al_lightning.data.datasets import TensorImageDataset
+    from al_lightning.data.sources import DatasetSource, DatasetSplits
+    from al_lightning.oracles import Oracle
+
+
+    class Squares(DatasetSource):
+        """``size`` grey images whose class is their brightness bin (``classes`` of them)."""
+
+        def __init__(self, path=None, image_size=None, size: int = 40, classes: int = 2) -> None:
+            super().__init__(path, image_size)
+            self.size, self.classes = size, classes
+
+        @property
+        def num_classes(self) -> int:
+            return self.classes
+
+        def load(self) -> DatasetSplits:
+            targets = torch.arange(self.size) % self.classes
+            images = (targets.float() / self.classes)[:, None, None, None].expand(-1, 3, 8, 8).clone()
+            return DatasetSplits(
+                train=TensorImageDataset(images, targets), test=TensorImageDataset(images[:8], targets[:8]),
+                train_targets=targets, class_names=[f"c{c}" for c in range(self.classes)],
+                train_transform=None, eval_transform=None,
+            )
+
+
+    class Contrarian(Oracle):
+        """Answers every query at once, each point the class ``answer`` (not the dataset's)."""
+
+        answers_at_once = True
+
+        def __init__(self, answer: int = 0) -> None:
+            self.answer = answer
+
+        def request(self, query) -> None:
+            pass
+
+        def collect(self, query):
+            return torch.full((len(query),), self.answer, dtype=torch.long)
     '''
 )
 
@@ -149,3 +192,58 @@ def test_cli_reports_a_class_path_it_cannot_import(cli, tmp_path):
         "error: strategy class path 'no_such_plugin_pkg.MyStrategy': cannot import module 'no_such_plugin_pkg'"
         in result.stderr
     )
+
+
+def test_a_source_and_an_oracle_by_class_path_run_a_round_under_the_real_trainer(plugin_on_path, tmp_path):
+    import pytorch_lightning as pl
+
+    from al_lightning.data import ActiveDataModule
+    from al_lightning.models import ActiveClassifier
+    from al_lightning.rounds import QueryCallback
+
+    datamodule = ActiveDataModule(
+        dataset="my_plugin.Squares", dataset_args={"size": 60, "classes": 3}, initial_pool_size=6, batch_size=6, seed=0
+    )
+    assert datamodule.num_classes == 3 and datamodule.source.size == 60
+    callback = QueryCallback(
+        strategy="random", budget=5, rounds=1, max_epochs=1, seed=0, oracle="my_plugin.Contrarian", oracle_args={"answer": 2}
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=-1, callbacks=[callback], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(ActiveClassifier(num_classes=3, backbone="resnet18"), datamodule=datamodule)
+    pool = datamodule.pool
+    round_one = pool.rounds == 1
+    assert int(round_one.sum()) == 5 and pool.labels[round_one].tolist() == [2] * 5  # the oracle's answers, not the data's
+    assert len(datamodule.splits.train) == 60
+
+
+def test_a_plugins_unknown_option_is_refused_with_the_options_it_takes(plugin_on_path):
+    from al_lightning.data import ActiveDataModule
+    from al_lightning.oracles import ORACLES
+    from al_lightning.rounds import QueryCallback
+
+    with pytest.raises(ConfigurationError, match=r"dataset 'my_plugin.Squares' does not take these arguments \['colour'\] \(--data.dataset_args\); it takes: classes, size"):
+        ActiveDataModule(dataset="my_plugin.Squares", dataset_args={"colour": "red"})
+    with pytest.raises(ConfigurationError, match=r"oracle 'file' does not take these arguments \['url'\] \(--al.oracle_args; url is an option of: labelstudio\)"):
+        ORACLES.build("file", {"url": "http://x"}, label_dir="team")  # what the query callback does at set-up
+    with pytest.raises(ConfigurationError, match=r"oracle class path 'my_plugin.IdOrder': class IdOrder is not a subclass of al_lightning.oracles.Oracle"):
+        QueryCallback(oracle="my_plugin.IdOrder")
+
+
+@pytest.mark.slow
+def test_print_config_shows_every_option_of_the_chosen_plugins(cli, tmp_path):
+    result = cli(
+        [
+            "fit", "--config", str(TINY_RUN[1]), "--data.dataset=fake", "--data.dataset_args.train_size=64",
+            "--al.strategy=partitioned_badge", "--al.strategy_args.partitions=3",
+            "--al.oracle=labelstudio", "--al.label_dir=team", "--print_config",
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load(result.stdout)
+    assert config["data"]["dataset_args"] == {"num_classes": 10, "train_size": 64, "test_size": 128}
+    assert config["al"]["strategy_args"] == {"partitions": 3, "pooled_dim": 512, "labeled_centres": True, "pooled_rows": 16}
+    assert config["al"]["oracle_args"] == {"url": None, "project": None, "api_key": None, "image_url": None, "timeout": 60.0}

@@ -123,3 +123,10 @@ def test_corrupt_images_are_named_or_skipped_on_request(tmp_path):
     with pytest.warns(UserWarning, match="2.png"):
         batches = list(lenient.test_dataloader())
     assert sum(len(targets) for _, targets in batches) == 7
+
+
+def test_a_sources_own_options_reach_it_through_dataset_args():
+    dm = ActiveDataModule(dataset="fake", image_size=8, dataset_args={"num_classes": 3, "train_size": 40, "test_size": 8}, initial_pool_size=6)
+    dm.setup("fit")
+    assert dm.num_classes == 3 and len(dm.splits.train) == 40 and len(dm.splits.test) == 8
+    assert dm.source_options == {"num_classes": 3, "train_size": 40, "test_size": 8, "path": None, "image_size": 8, "labels": None}

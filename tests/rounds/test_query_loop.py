@@ -131,3 +131,32 @@ def test_every_strategy_runs_a_round_through_the_callback_and_gets_what_it_requi
 def test_vaal_cannot_pick_the_initial_pool(tmp_path):
     with pytest.raises(ConfigurationError, match="set --data.initial_pool_size to more than 0"):
         run(tmp_path, initial_pool_size=0, strategy="vaal", budget=10, rounds=1)
+
+
+class _ShuffleSeeds(pl.Callback):
+    """Records the seed of the training loader's shuffle at every epoch."""
+
+    def __init__(self) -> None:
+        self.seeds: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.seeds.append(trainer.train_dataloader.sampler.seed)
+
+
+def test_rounds_without_new_labels_still_count_and_shuffle_anew(tmp_path):
+    """``--al.budget=0``: the round counter advances with no labels added, every epoch shuffles with its own seed."""
+    datamodule = ActiveDataModule(dataset="digits", image_size=16, initial_pool_size=20, batch_size=10, seed=0)
+    callback = QueryCallback(strategy="random", budget=0, rounds=2, max_epochs=2, seed=0)
+    seeds = _ShuffleSeeds()
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=-1, callbacks=[callback, seeds], default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(ActiveClassifier(num_classes=10, backbone="resnet18", lr=0.05), datamodule=datamodule)
+    rows = read_csv(tmp_path / "lightning_logs" / "version_0" / "rounds.csv")
+    assert [int(r["round"]) for r in rows] == [0, 1, 2]
+    assert [int(r["num_labeled"]) for r in rows] == [20, 20, 20] and [int(r["num_queried"]) for r in rows] == [20, 0, 0]
+    assert len(seeds.seeds) == 6 and len(set(seeds.seeds)) == 6  # 3 rounds of 2 epochs, no shuffle repeated
+    saved = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    (state,) = [v for k, v in saved["callbacks"].items() if k.startswith("QueryCallback")]
+    assert state["state"] == {"round": 2, "phase": "finished", "pending": None}
