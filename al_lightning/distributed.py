@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 T = TypeVar("T")
@@ -132,3 +132,21 @@ def gather_rows(tensor: Tensor, device: torch.device, to: Optional[int] = None) 
     if received is None:
         return None
     return torch.cat([rows[:size] for rows, size in zip(received, sizes)]).to(tensor.device)
+
+
+def average_over_ranks(module: nn.Module) -> None:
+    """Average ``module``'s gradients and float buffers (BatchNorm statistics) over the DDP ranks.
+
+    For networks not wrapped in DDP (VAAL's): called before each optimizer step, it keeps
+    every rank's copy identical: same initialisation, same averaged update, same running
+    statistics for scoring. One all-reduce per call; a no-op without torch.distributed.
+    """
+    if not is_distributed():
+        return
+    tensors = [p.grad for p in module.parameters() if p.grad is not None]
+    tensors += [b for b in module.buffers() if b.is_floating_point()]
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for tensor, averaged in zip(tensors, flat.split([t.numel() for t in tensors])):
+        tensor.copy_(averaged.view_as(tensor))

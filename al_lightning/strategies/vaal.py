@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from al_lightning.distributed import is_distributed
+from al_lightning.distributed import average_over_ranks
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
@@ -43,24 +42,6 @@ def centre_crop(images: Tensor, size: int) -> Tensor:
     rows, cols = min(height, size), min(width, size)
     top, left = (height - rows) // 2, (width - cols) // 2
     return images[..., top : top + rows, left : left + cols]
-
-
-def average_over_ranks(module: nn.Module) -> None:
-    """Average ``module``'s gradients and float buffers (BatchNorm statistics) over the DDP ranks.
-
-    VAAL's networks are not wrapped in DDP, so before each optimizer step this is what keeps
-    every rank's copy identical: same initialisation, same averaged update, same running
-    statistics for scoring. One all-reduce per call; a no-op without torch.distributed.
-    """
-    if not is_distributed():
-        return
-    tensors = [p.grad for p in module.parameters() if p.grad is not None]
-    tensors += [b for b in module.buffers() if b.is_floating_point()]
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    for tensor, averaged in zip(tensors, flat.split([t.numel() for t in tensors])):
-        tensor.copy_(averaged.view_as(tensor))
 
 
 def _both_sets_bce(logits: Tensor, num_labeled: int, unlabeled_target: float) -> Tensor:

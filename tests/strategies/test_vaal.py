@@ -9,10 +9,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import al_lightning.strategies.vaal  # noqa: F401  (registers "vaal")
+from al_lightning.distributed import average_over_ranks
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.ranking import smallest_k
-from al_lightning.strategies.vaal import average_over_ranks, centre_crop, random_crop
+from al_lightning.strategies.vaal import centre_crop, random_crop
 from al_lightning.strategies.vaal_networks import VAE
 
 TINY = dict(width=8, crop_size=8)
