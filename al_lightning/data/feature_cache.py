@@ -81,12 +81,10 @@ class FeatureCache:
 
     Args:
         directory: the folder (created if missing; it must be writable).
-        show_progress: a progress bar per extraction (on rank 0), as Lightning's.
     """
 
-    def __init__(self, directory: str | Path, show_progress: bool = True) -> None:
+    def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory).expanduser()
-        self.show_progress = show_progress
 
     def prepare(self, trainer: pl.Trainer, module: Any, datamodule: Any) -> dict[str, CachedFeatures]:
         """Every split of ``datamodule`` as ``module``'s trunk features: each reused if valid, else extracted now.
@@ -184,7 +182,7 @@ class FeatureCache:
             rows[index.numpy()] = features.float().cpu().numpy()
 
         # Also the barrier after writing: every rank has reported before the description is written.
-        loop = InferenceLoop.of(trainer, module, progress=f"[al] extracting {split} features" if self.show_progress else None)
+        loop = InferenceLoop.of(trainer, module, progress=f"[al] extracting {split} features")
         loop.run(loader, module.extract_features, write, f"extracting {split} features")
         rows.flush()
         if trainer.is_global_zero:

@@ -207,8 +207,7 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
             return
         if datamodule.feature_cache is not None and datamodule.cached is None:
             # Before any loader is made.
-            cache = FeatureCache(datamodule.feature_cache, show_progress=trainer.progress_bar_callback is not None)
-            datamodule.use_cached_features(cache.prepare(trainer, pl_module, datamodule))
+            datamodule.use_cached_features(FeatureCache(datamodule.feature_cache).prepare(trainer, pl_module, datamodule))
         if self.state.phase is Phase.WAITING:
             # A run that paused for labels: they are applied now, or it pauses again.
             if not self._collect(trainer, datamodule):
