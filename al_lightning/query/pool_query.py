@@ -160,8 +160,7 @@ class PoolQuery:
     @staticmethod
     def _scorer(trainer: pl.Trainer, module: ActiveClassifier, progress: Optional[str] = None) -> PoolScorer:
         """Scoring as the trainer runs ``module`` (:meth:`InferenceLoop.of <al_lightning.inference.InferenceLoop.of>`)."""
-        loop = InferenceLoop.of(trainer, module, progress)
-        return PoolScorer(module, loop.device, loop.forward_context, loop.progress)
+        return PoolScorer(InferenceLoop.of(trainer, module, progress))
 
     def _unlabeled_subset_size(self, num_labeled: int) -> tuple[str, Optional[int]]:
         """The option that bounds the unlabeled points scored, and the bound (None: all)."""

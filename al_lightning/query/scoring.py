@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from al_lightning.distributed import gather_rows, on_every_rank, rank
-from al_lightning.inference import ForwardContext, InferenceLoop
+from al_lightning.inference import InferenceLoop
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.strategies import PoolOutputs
 from al_lightning.strategies.outputs import PER_POINT_FIELDS
@@ -23,28 +22,18 @@ SCORED_FIELDS = tuple(f for f in PER_POINT_FIELDS if f != "targets")
 class PoolScorer:
     """The classifier's outputs on this rank's shard of a pool loader, as :class:`PoolOutputs`.
 
-    Passes go through the :class:`~al_lightning.inference.InferenceLoop` (eval mode, device,
-    precision, progress, failures). The trunk runs in the trainer's precision; the head, the
-    logits and the features handed to strategies are float32
+    Passes go through ``loop`` (eval mode, device, precision, progress, failures), over the
+    classifier it holds, with the weights to score with. The trunk runs in the trainer's
+    precision; the head, the logits and the features handed to strategies are float32
     (:meth:`ActiveClassifier.classify`), so selection does not depend on the training precision.
-
-    Args:
-        module: the classifier, with the weights to score with.
-        device: the rank's device.
-        forward_context: makes the context each forward runs in.
-        progress: a label for a progress bar over the batches (on this rank), or None for none.
     """
 
-    def __init__(
-        self,
-        module: ActiveClassifier,
-        device: torch.device,
-        forward_context: ForwardContext = nullcontext,
-        progress: Optional[str] = None,
-    ) -> None:
-        self.module = module
-        self.device = device
-        self.loop = InferenceLoop(module, device, forward_context, progress)
+    def __init__(self, loop: InferenceLoop) -> None:
+        if not isinstance(loop.module, ActiveClassifier):
+            raise TypeError(f"PoolScorer scores with an ActiveClassifier, got {type(loop.module).__name__}")
+        self.loop = loop
+        self.module: ActiveClassifier = loop.module
+        self.device = loop.device
 
     def head(self) -> PoolOutputs:
         """The head and C as a :class:`PoolOutputs` with no points: the fields shared by every chunk."""

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 from al_lightning.distributed import RankFailedError
+from al_lightning.inference import InferenceLoop
 from al_lightning.models.classifier import ActiveClassifier
 from al_lightning.query.scoring import PoolScorer
 from al_lightning.query.selection import select_from_pool
@@ -45,7 +46,7 @@ def choose(name, kwargs, budget, asked):
 
     sharded = DataLoader(TensorDataset(inputs[:0], pool[:0]))  # must not be read on this path
     strategy = build(name, seed=3, **kwargs)
-    scorer = PoolScorer(model, torch.device("cpu"))
+    scorer = PoolScorer(InferenceLoop(model, torch.device("cpu")))
     return select_from_pool(strategy, budget, scorer, sharded, pool, sharded, labels, None, subset_loader, labeled)
 
 

@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader, TensorDataset
 
+from al_lightning.inference import InferenceLoop
 from al_lightning.models import ActiveClassifier
 from al_lightning.query.scoring import PoolScorer
 from al_lightning.query.selection import select_from_pool
@@ -30,7 +31,7 @@ def pool():
 
 
 def choose(model, loader, strategy: str, forward_context) -> torch.Tensor:
-    scorer = PoolScorer(model, torch.device("cpu"), forward_context)
+    scorer = PoolScorer(InferenceLoop(model, torch.device("cpu"), forward_context))
     n = len(loader.dataset)
     labels = torch.full((n,), -1)
     return select_from_pool(build(strategy), 200, scorer, loader, torch.arange(n), loader, labels, labels)
