@@ -86,13 +86,15 @@ class ActiveLearningCLI(LightningCLI):
         if flags is None:
             super().parse_arguments(parser, args)
             return
-        super().parse_arguments(parser, [a for a in given if a.split("=", 1)[0] != "--print_config"])
+        self.config = parser.parse_args([a for a in given if a.split("=", 1)[0] != "--print_config"])
         subcommand = self.config.get("subcommand")
         for name_key, options_key, registry in PLUGINS:
             key = f"{subcommand}.{options_key}" if subcommand else options_key
             name = self.config.get(f"{subcommand}.{name_key}" if subcommand else name_key)
             if name is not None and key in self.config:
-                self.config[key] = {**registry.options(name), **(self.config[key] or {})}
+                given_options = self.config[key] or {}
+                registry.check(name, given_options)
+                self.config[key] = {**registry.options(name), **given_options}
         dumped = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_validation=True))
         if subcommand:
             dumped = dumped[subcommand]

@@ -104,16 +104,9 @@ class Registry(Generic[P]):
         """
         cls = self.get(name)
         accepted = {p.name for p in self._parameters(cls)}
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+        takes_any = self._takes_any(cls)
         options = dict(options or {})
-        unknown = sorted(k for k in options if k not in accepted)
-        if unknown and not takes_any:
-            takers = self._takers(unknown[0])
-            elsewhere = f"; {unknown[0]} is an option of: {', '.join(takers)}" if takers else ""
-            raise ConfigurationError(
-                f"{self.kind} '{cls.name}' does not take these arguments {unknown} ({self.options_flag}{elsewhere}); "
-                f"it takes: {', '.join(sorted(self.options(name))) or 'no options of its own'}"
-            )
+        self.check(name, options)
         for key, value in context.items():
             if value is None or not (key in accepted or takes_any):
                 continue
@@ -129,6 +122,19 @@ class Registry(Generic[P]):
         except TypeError as err:
             raise ConfigurationError(f"{self.kind} '{cls.name}' does not take these arguments {sorted(options)}: {err}") from err
 
+    def check(self, name: str, options: Mapping[str, Any]) -> None:
+        """Refuse an option the plug-in ``name`` does not take, naming the ones it does (and who takes it)."""
+        cls = self.get(name)
+        accepted = {p.name for p in self._parameters(cls)}
+        unknown = sorted(k for k in options if k not in accepted)
+        if unknown and not self._takes_any(cls):
+            takers = self._takers(unknown[0])
+            elsewhere = f"; {unknown[0]} is an option of: {', '.join(takers)}" if takers else ""
+            raise ConfigurationError(
+                f"{self.kind} '{cls.name}' does not take these arguments {unknown} ({self.options_flag}{elsewhere}); "
+                f"it takes: {', '.join(sorted(self.options(name))) or 'no options of its own'}"
+            )
+
     def takes(self, name: str, option: str) -> bool:
         """Whether the plug-in ``name`` takes ``option``."""
         return option in {p.name for p in self._parameters(self.get(name))}
@@ -136,6 +142,10 @@ class Registry(Generic[P]):
     def _takers(self, option: str) -> list[str]:
         """The registered plug-ins that take ``option``."""
         return [n for n, c in sorted(self._classes.items()) if option in {p.name for p in self._parameters(c)}]
+
+    @staticmethod
+    def _takes_any(cls: type) -> bool:
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
 
     @staticmethod
     def _parameters(cls: type) -> list[inspect.Parameter]:
