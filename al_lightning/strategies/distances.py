@@ -116,25 +116,50 @@ def _scaled(values: Tensor, exponent: int) -> Tensor:
 
 
 def on_grid(x: Tensor, exponent: int) -> Tensor:
-    """(n, d) float32 grid values q = round(x · 2^exponent), round half to even, computed in float64 row blocks.
+    """(n, d) float32 grid values q = round(x · 2^exponent), round half to even, in row blocks.
 
     With ``exponent`` from :func:`grid_exponent` over tensors that include ``x``, |q| ≤ 2^24
     and float32 holds q exactly. Works on float32 and float64 inputs (the values as given).
+    x · 2^exponent is exact: in float32 for a float32 input whose scale float32 holds (a value
+    that would leave float32's normal range downward is below 2^-126, and rounds to 0 either
+    way), in float64 otherwise.
     """
     x = x.detach()
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    step = _rows(x.shape[1] if x.dim() > 1 else 1, BLOCK_BYTES // 4)
+    step = _rows(x.shape[1] if x.dim() > 1 else 1, CONVERT_BYTES)
+    in_float32 = x.dtype == torch.float32 and -126 <= exponent <= 127
     for start in range(0, x.shape[0], step):
-        out[start : start + step] = torch.round(_scaled(x[start : start + step].to(torch.float64), exponent))
+        block = out[start : start + step]
+        if in_float32:
+            torch.mul(x[start : start + step], math.ldexp(1.0, exponent), out=block)
+        else:
+            block.copy_(_scaled(x[start : start + step].to(torch.float64), exponent))
+        block.round_()
     return out
+
+
+class _Float64Rows:
+    """Row blocks of a float32 grid matrix converted to float64 in one reused buffer (no fresh pages per block)."""
+
+    def __init__(self, matrix: Tensor, rows: int) -> None:
+        self.matrix = matrix
+        self.buffer = torch.empty(max(1, rows), matrix.shape[1], dtype=torch.float64, device=matrix.device)
+
+    def __call__(self, start: int, stop: int, positions: Optional[Tensor] = None) -> Tensor:
+        """Rows ``start:stop`` of the matrix, or of ``positions`` (rows ``positions[start:stop]``), as float64."""
+        block = self.buffer[: stop - start]
+        source = self.matrix[start:stop] if positions is None else self.matrix.index_select(0, positions[start:stop])
+        return block.copy_(source)
 
 
 def sq_norms(q: Tensor) -> Tensor:
     """(N,) float64 ‖q‖² of each row of a grid matrix: exact."""
     out = torch.empty(q.shape[0], dtype=torch.float64, device=q.device)
     step = _rows(q.shape[1], CONVERT_BYTES)
+    rows = _Float64Rows(q, min(step, q.shape[0]))
     for start in range(0, q.shape[0], step):
-        out[start : start + step] = q[start : start + step].to(torch.float64).square().sum(1)
+        stop = min(q.shape[0], start + step)
+        torch.sum(rows(start, stop).square_(), 1, out=out[start:stop])
     return out
 
 
@@ -147,12 +172,10 @@ def dots(q: Tensor, vector: Tensor, rows: Optional[Tensor] = None) -> Tensor:
     n = q.shape[0] if rows is None else rows.numel()
     out = torch.empty(n, dtype=torch.float64, device=q.device)
     step = _rows(q.shape[1], CONVERT_BYTES)
-    buffer = torch.empty(min(step, n), q.shape[1], dtype=torch.float64, device=q.device)
+    converted = _Float64Rows(q, min(step, n))
     for start in range(0, n, step):
-        block = q[start : start + step] if rows is None else q.index_select(0, rows[start : start + step])
-        chunk = buffer[: block.shape[0]]
-        chunk.copy_(block)
-        torch.mv(chunk, vector, out=out[start : start + block.shape[0]])
+        stop = min(n, start + step)
+        torch.mv(converted(start, stop, rows), vector, out=out[start:stop])
     return out
 
 
@@ -171,30 +194,36 @@ def nearest_centres(
     with_index: bool = True,
     sq_points: Optional[Tensor] = None,
     sq_centres: Optional[Tensor] = None,
+    rows: Optional[Tensor] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
-    """(N,) float64 exact ‖x − c‖² from every grid row of ``points`` to its nearest row of ``centres``, and that row's position.
+    """(n,) float64 exact ‖x − c‖² from every grid row of ``points`` to its nearest row of ``centres``, and that row's position.
 
-    The position is the lowest among equally near centres. Blocks of rows and centres keep
-    temporaries near :data:`BLOCK_BYTES` whatever N and K are; since every value is exact, the
-    blocks change nothing. ``with_index=False`` returns None for the positions. Pass the
-    squared norms (:func:`sq_norms`) if known.
+    ``rows``: only the points at these positions (n of them), gathered a block at a time. The
+    position is the lowest among equally near centres. Blocks of centres (~64 MB in float64)
+    and of points (~4 MB) keep temporaries bounded whatever N and K are; since every value is
+    exact, the blocks change nothing. ``with_index=False`` returns None for the positions.
+    Pass the squared norms (:func:`sq_norms`, of all N points) if known.
     """
-    n, k = points.shape[0], centres.shape[0]
+    n = points.shape[0] if rows is None else rows.numel()
+    k, dim = centres.shape
     sq_points = sq_norms(points) if sq_points is None else sq_points
+    if rows is not None:
+        sq_points = sq_points[rows]
     sq_centres = sq_norms(centres) if sq_centres is None else sq_centres
-    cols = max(1, min(k, 4096))
-    rows = _rows(max(cols, points.shape[1]), BLOCK_BYTES)
-    whole = centres.to(torch.float64) if cols == k else None  # one block of centres: converted once
+    cols = max(1, min(k, _rows(dim, BLOCK_BYTES)))
+    step = max(1, min(n, _rows(dim, 2 * CONVERT_BYTES), _rows(cols, 2 * CONVERT_BYTES)))
+    converted = _Float64Rows(points, step)
+    products = torch.empty(step, cols, dtype=torch.float64, device=points.device)
     nearest = torch.full((n,), torch.inf, dtype=torch.float64, device=points.device)
     index = torch.zeros(n, dtype=torch.long, device=points.device) if with_index else None
-    for r in range(0, n, rows):
-        rs = slice(r, min(n, r + rows))
-        block_points = points[rs].to(torch.float64)
-        for c in range(0, k, cols):
-            cs = slice(c, min(k, c + cols))
-            block_centres = whole if whole is not None else centres[cs].to(torch.float64)
+    for c in range(0, k, cols):  # centres outside: each block converted once
+        cs = slice(c, min(k, c + cols))
+        block_centres = centres[cs].to(torch.float64).T
+        for r in range(0, n, step):
+            rs = slice(r, min(n, r + step))
             # ‖c‖² − 2x·c, then + ‖x‖² on the row minima: exact, so the order is free.
-            block = torch.mm(block_points, block_centres.T).mul_(-2.0).add_(sq_centres[cs])
+            block = torch.mm(converted(rs.start, rs.stop, rows), block_centres, out=products[: rs.stop - r, : cs.stop - c])
+            block.mul_(-2.0).add_(sq_centres[cs])
             if index is None:
                 torch.minimum(nearest[rs], block.amin(dim=1).add_(sq_points[rs]), out=nearest[rs])
                 continue
@@ -224,21 +253,33 @@ def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
     return out
 
 
-def _centre_groups(centres: Tensor, groups: int, steps: int = 3) -> tuple[Tensor, Tensor]:
-    """(G, d) grid means and (K,) group of each centre: ``steps`` Lloyd steps from evenly spaced centres (no randomness).
+def _nearest_means(points: Tensor, means: Tensor) -> Tensor:
+    """(N,) position of the nearest of G ``means`` to each row of ``points``, by float32 products: approximate.
 
-    Means are rounded to the grid (a mean of grid values is within its range), so that every
-    distance here is exact too; any grouping would do.
+    For grouping only: a point given a group that is not quite the nearest gets a looser bound,
+    never a wrong one, so this need not be exact (and is twice as fast as float64).
     """
-    means = centres[torch.linspace(0, centres.shape[0] - 1, groups).round().long()].clone()
-    assign = nearest_centres(centres, means)[1]
+    means = means.float()
+    means_sq = means.square().sum(1)
+    out = torch.empty(points.shape[0], dtype=torch.long, device=points.device)
+    step = max(1, _rows(points.shape[1], 4 * CONVERT_BYTES) * 2)
+    for start in range(0, points.shape[0], step):
+        block = points[start : start + step].float()
+        out[start : start + block.shape[0]] = torch.addmm(means_sq, block, means.T, alpha=-2.0).argmin(dim=1)
+    return out
+
+
+def _centre_groups(centres: Tensor, groups: int, steps: int = 3) -> tuple[Tensor, Tensor]:
+    """(G, d) float32 means and (K,) group of each centre: ``steps`` Lloyd steps from evenly spaced centres (no randomness)."""
+    means = centres[torch.linspace(0, centres.shape[0] - 1, groups).round().long()].float()
+    assign = _nearest_means(centres, means)
     for _ in range(steps):
         sums = torch.zeros(groups, centres.shape[1], dtype=torch.float64, device=centres.device)
         sums.index_add_(0, assign, centres.to(torch.float64))
         counts = torch.bincount(assign, minlength=groups)
         filled = counts > 0  # an empty group keeps its mean
-        means[filled] = torch.round(sums[filled] / counts[filled, None]).float()
-        assign = nearest_centres(centres, means)[1]
+        means[filled] = (sums[filled] / counts[filled, None]).float()
+        assign = _nearest_means(centres, means)
     return means, assign
 
 
@@ -254,7 +295,8 @@ def nearest_centre_upper_bounds(
     The K grid centres are grouped (√K groups, a few Lloyd steps) and each point is measured
     only against the centres of the group whose mean is nearest: the exact distance to the
     nearest of some centres is at least the distance to the nearest of all. Any grouping gives a
-    valid bound; a point whose nearest centre lies in another group just gets a looser one. For
+    valid bound; a point whose nearest centre lies in another group just gets a looser one, so
+    the grouping is done in float32 (approximate, twice as fast). For
     a selection that needs the exact value only for the points that come near the top (greedy
     k-center). With fewer than :data:`GROUPED_FROM` centres, the distances themselves.
     """
@@ -264,18 +306,15 @@ def nearest_centre_upper_bounds(
     if count < GROUPED_FROM:
         return nearest_centres(points, centres, with_index=False, sq_points=sq_points, sq_centres=sq_centres)[0]
     means, members = _centre_groups(centres, round(count**0.5))
-    group_of_point = nearest_centres(points, means, sq_points=sq_points)[1]
+    group_of_point = _nearest_means(points, means)
     bounds = torch.empty(points.shape[0], dtype=torch.float64, device=points.device)
     order = torch.argsort(group_of_point, stable=True)
     ends = torch.bincount(group_of_point, minlength=means.shape[0]).cumsum(0).tolist()
-    rows = _rows(points.shape[1], BLOCK_BYTES // 2)
     start = 0
     for group, end in enumerate(ends):
         inside = (members == group).nonzero().squeeze(1)
-        for first in range(start, end, rows):
-            chosen = order[first : min(end, first + rows)]
-            bounds[chosen] = nearest_centres(
-                points[chosen], centres[inside], with_index=False, sq_points=sq_points[chosen], sq_centres=sq_centres[inside]
-            )[0]
+        if end > start:
+            chosen = order[start:end]
+            bounds[chosen] = nearest_centres(points, centres[inside], False, sq_points, sq_centres[inside], chosen)[0]
         start = end
     return bounds

@@ -60,12 +60,14 @@ class RankOneBounds:
     #: Rows per block when factorising (float64 temporaries that stay in cache).
     ROWS = 1024
 
-    def __init__(self, u: Tensor, v: Tensor, size: Tensor, residual: Tensor, norm: Tensor) -> None:
+    def __init__(self, u: Tensor, v: Tensor, size: Tensor, residual: Tensor, norm: Tensor, sq: Tensor) -> None:
         self.u, self.v = u, v  # (n, h) float64 and (n, w) float64 integers
         self.size = size  # ‖U‖·‖V‖, rounded up
         self.residual = residual  # ‖E‖, rounded up
         self.norm = norm  # ‖X‖, rounded up
+        self.sq = sq  # ‖X‖², exact
         self.tau = (u.shape[1] + v.shape[1] + 64) * 2.0**-48
+        self.shrunk_sq = sq * (1 - self.tau)  # ‖X‖²·(1 − τ), once for every pick
 
     @staticmethod
     def _factor(block: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -83,8 +85,11 @@ class RankOneBounds:
         return u, v, size * _UP, residual * _UP + norm * 2.0**-40, norm * _UP
 
     @classmethod
-    def build(cls, points: Tensor, split: tuple[int, int]) -> Optional["RankOneBounds"]:
-        """The bounds of the grid rows ``points`` (n, h·w) read as (h, w) matrices, or None if they are not near rank one."""
+    def build(cls, points: Tensor, split: tuple[int, int], sq: Optional[Tensor] = None) -> Optional["RankOneBounds"]:
+        """The bounds of the grid rows ``points`` (n, h·w) read as (h, w) matrices, or None if they are not near rank one.
+
+        ``sq``: their exact squared norms (:func:`~al_lightning.strategies.distances.sq_norms`), if known.
+        """
         h, w = split
         n, dim = points.shape
         if h * w != dim or n == 0:
@@ -94,21 +99,29 @@ class RankOneBounds:
         if float(ratio.median()) > cls.TOLERANCE:
             return None
         parts = [cls._factor(points[start : start + cls.ROWS], h, w) for start in range(0, n, cls.ROWS)]
-        return cls(*(torch.cat(column) for column in zip(*parts)))
+        return cls(*(torch.cat(column) for column in zip(*parts)), sq_norms(points) if sq is None else sq)
 
-    def may_move(self, pick: int, nearest: Tensor, sq: Tensor) -> Tensor:
-        """Positions whose exact squared distance to point ``pick`` might be below ``nearest`` (ascending)."""
-        return ((self.lower_bounds(pick, sq) < nearest) & (nearest > 0)).nonzero().squeeze(1)
+    def may_move(self, pick: int, nearest: Tensor) -> Tensor:
+        """Positions whose exact squared distance to point ``pick`` might be below ``nearest`` (ascending).
 
-    def lower_bounds(self, pick: int, sq: Tensor) -> Tensor:
-        """(n,) float64 values at most each point's exact squared distance to point ``pick`` (``sq``: exact squared norms)."""
+        A point at 0 whose bound is below 0 is listed too (the pick itself, its duplicates):
+        measuring it changes nothing.
+        """
+        return (self.lower_bounds(pick) < nearest).nonzero().squeeze(1)
+
+    def lower_bounds(self, pick: int) -> Tensor:
+        """(n,) float64 values at most each point's exact squared distance to point ``pick``.
+
+        s − 2a − 2·slack − τ·(s + 2‖U‖‖V‖·‖U'‖‖V'‖ + 2·slack), with s = ‖X‖² + ‖X'‖², a the
+        factors' estimate of ⟨X, X'⟩ and slack = ‖U‖‖V‖·‖E'‖ + ‖E‖·‖X'‖, regrouped per point as
+        ‖X‖²(1 − τ) − 2a − k₁·‖U‖‖V‖ − k₂·‖E‖ + ‖X'‖²(1 − τ) (τ covers the regrouping's rounding).
+        """
         tau = self.tau
         approx = torch.mv(self.u, self.u[pick]).mul_(torch.mv(self.v, self.v[pick]))
-        slack = torch.mul(self.size, float(self.residual[pick])).add_(self.residual, alpha=float(self.norm[pick]))
-        scale = torch.add(sq, sq[pick])
-        # s − 2a − 2·slack − τ·(s + 2‖U‖‖V‖·‖U'‖‖V'‖ + 2·slack)
-        lower = scale.mul(1 - tau).sub_(approx, alpha=2.0).sub_(slack, alpha=2 + 2 * tau)
-        return lower.sub_(self.size, alpha=2 * tau * float(self.size[pick]))
+        k1 = (2 + 2 * tau) * float(self.residual[pick]) + 2 * tau * float(self.size[pick])
+        k2 = (2 + 2 * tau) * float(self.norm[pick])
+        lower = torch.add(self.shrunk_sq, approx, alpha=-2.0).sub_(self.size, alpha=k1).sub_(self.residual, alpha=k2)
+        return lower.add_(float(self.shrunk_sq[pick]))
 
     def nearest(self, points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, centre_bounds: "RankOneBounds") -> Tensor:
         """The exact squared distance from each grid row of ``points`` (these bounds' rows) to its nearest row of ``centres``.
@@ -129,26 +142,40 @@ class RankOneBounds:
         slack = torch.mul(self.size, most_residual).add_(self.residual, alpha=most_norm)
         margin = (sq + float(centre_sq.max())).add_(self.size, alpha=2 * most_size).add_(slack, alpha=2.0).mul_(tau)
         margin.add_(slack, alpha=2.0).mul_(2.01 * _UP)  # 2.01·W: the candidates' reach beyond the smallest estimate
-        u_centres, v_centres = centre_bounds.u.T.contiguous(), centre_bounds.v.T.contiguous()
+        # −2·U' is exact: the estimate takes one pass less.
+        u_centres, v_centres = centre_bounds.u.T.mul(-2.0).contiguous(), centre_bounds.v.T.contiguous()
         out = torch.empty(n, dtype=torch.float64, device=points.device)
         rows = max(8, min(n, CACHE_BYTES // (8 * max(1, count))))
+        estimates = torch.empty(rows, count, dtype=torch.float64, device=points.device)
+        scratch = torch.empty(rows, count, dtype=torch.float64, device=points.device)
+        positions = torch.arange(count, dtype=torch.float64, device=points.device)
         for start in range(0, n, rows):
             part = slice(start, min(n, start + rows))
+            size = part.stop - start
             # ‖c‖² − 2·(U·U')(V·V'): the estimate less ‖x‖², which every pair of the row shares.
-            estimate = torch.mm(self.u[part], u_centres).mul_(torch.mm(self.v[part], v_centres)).mul_(-2.0).add_(centre_sq)
+            estimate = torch.mm(self.u[part], u_centres, out=estimates[:size])
+            estimate.mul_(torch.mm(self.v[part], v_centres, out=scratch[:size])).add_(centre_sq)
             reach = estimate.amin(dim=1).add_(margin[part])
-            pairs = (estimate <= reach[:, None]).nonzero()
-            if pairs.shape[0] * 8 >= estimate.numel():  # many centres left: all of them, in one product
+            # 1.0 for a centre left, 0.0 otherwise (a float comparison is several times faster than a bool one)
+            near = torch.le(estimate, reach[:, None], out=scratch[:size])
+            left = near.sum(dim=1)
+            if float(left.sum()) * 8 >= estimate.numel():  # many centres left: all of them, in one product
                 out[part] = nearest_centres(points[part], centres, False, sq[part], centre_sq)[0]
                 continue
-            measured = measure_pairs(points, sq, centres, centre_sq, pairs[:, 0] + start, pairs[:, 1])
-            out[part] = torch.full((part.stop - start,), torch.inf, dtype=torch.float64, device=out.device)
-            out[part] = out[part].scatter_reduce_(0, pairs[:, 0], measured, "amin")
+            several = (left > 1).nonzero().squeeze(1)
+            single = (left == 1).nonzero().squeeze(1)
+            pairs = near[several].nonzero()
+            row = torch.cat([single, several[pairs[:, 0]]])
+            # A point's only centre left: the sum of positions over the centres left (exact in float64).
+            col = torch.cat([torch.mv(near[single], positions).long(), pairs[:, 1]])
+            measured = measure_pairs(points, sq, centres, centre_sq, row + start, col)
+            block = torch.full((size,), torch.inf, dtype=torch.float64, device=out.device)
+            out[part] = block.scatter_reduce_(0, row, measured, "amin")
         return out
 
 
 #: Bytes of the blocks of pairs that :meth:`RankOneBounds.nearest` estimates at a time.
-CACHE_BYTES = 2 << 20
+CACHE_BYTES = 4 << 20
 
 
 def measure_pairs(points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
@@ -200,7 +227,7 @@ def seed_partition(
     labeled = on_grid(centres, exponent) if has_centres else points[:0]
     labeled_sq = sq_norms(labeled)
     num_centres = labeled.shape[0]
-    bounds = RankOneBounds.build(points, split) if split is not None else None
+    bounds = RankOneBounds.build(points, split, sq) if split is not None else None
     # With rank-one bounds the triangle test adds little (and needs each point's nearest centre).
     triangle = bounds is None
     nearest: Optional[Tensor] = None
@@ -208,7 +235,7 @@ def seed_partition(
     bank = torch.empty(num_centres + budget if triangle else 0, dim, device=points.device)
     bank_sq = torch.empty(num_centres + budget if triangle else 0, dtype=torch.float64, device=points.device)
     if num_centres > 0 and not triangle:
-        centre_bounds = RankOneBounds.build(labeled, split)
+        centre_bounds = RankOneBounds.build(labeled, split, labeled_sq)
         if centre_bounds is not None:
             nearest = bounds.nearest(points, sq, labeled, labeled_sq, centre_bounds)
         else:
@@ -234,7 +261,7 @@ def seed_partition(
             if triangle:
                 assign = torch.full((n,), k, dtype=torch.long, device=points.device)
         else:
-            movable = None if bounds is None else bounds.may_move(pick, nearest, sq)  # None: every point
+            movable = None if bounds is None else bounds.may_move(pick, nearest)  # None: every point
             if triangle and step >= next_test:
                 to_centres = sq_distances_to(bank[:k], bank_sq[:k], points[pick], sq[pick])
                 near = (to_centres[assign] < 4 * nearest).nonzero().squeeze(1)

@@ -452,7 +452,7 @@ def test_rank_one_lower_bounds_hold_for_every_point(spread):
     sq = sq_norms(points)
     bounds = partitioned_badge_module.RankOneBounds.build(points, (16, 32))
     for pick in (0, 5, 1000, 2999):
-        lower = bounds.lower_bounds(pick, sq)
+        lower = bounds.lower_bounds(pick)
         exact = sq_distances_to(points, sq, points[pick], sq[pick])
         assert bool((lower <= exact).all())
         assert float(lower[pick]) <= 0 and float(lower[1000 if pick == 0 else pick]) <= 0
