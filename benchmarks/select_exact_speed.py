@@ -124,7 +124,9 @@ def plain_grid(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     grids = []
     for t in tensors:
         q = torch.empty(t.shape, dtype=torch.float64, device=t.device)
-        for start in range(0, t.shape[0], 65_536):  # in blocks, not a float64 copy of the whole input and two temporaries
+        for start in range(
+            0, t.shape[0], 65_536
+        ):  # in blocks, not a float64 copy of the whole input and two temporaries
             q[start : start + 65_536] = torch.round(t[start : start + 65_536].double() * 2.0**exponent)
         grids.append(q)
     return grids
@@ -369,7 +371,9 @@ def check_partitioned(
         if check == "partitioned_badge":  # its initial distances, pruned by rank-one bounds
             stack.enter_context(timed_initial(partitioned_badge_module.RankOneBounds, ("nearest",), ours_spent))
         if check == "partitioned_badge":  # both sides embed the same points the same way
-            stack.enter_context(timed_initial(partitioned_badge_module, ("pooled_gradient_embedding",), ours_spent, "embed"))
+            stack.enter_context(
+                timed_initial(partitioned_badge_module, ("pooled_gradient_embedding",), ours_spent, "embed")
+            )
         ours, ours_s = clock(lambda: strategy.select(out, budget))
     ours_peak = clock.peak_mb
     with timed_initial(sys.modules[__name__], ("pooled_gradient_embedding",), spent, "embed"):

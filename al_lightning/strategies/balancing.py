@@ -98,7 +98,7 @@ class BalancingSampler(Strategy):
         points = on_grid(features, exponent)
         distances = torch.full((n, num_classes), torch.inf, device=device)
         if centred.numel():
-            distances[:, centred] = squared_distances(points, on_grid(centres, exponent)).float()
+            distances[:, centred] = squared_distances(points, on_grid(centres, exponent), torch.float32)
         has_centre = (labeled_counts > 0).cpu()
         feature_sq = sq_norms(points) if feedback else None  # once: a moved centre costs one N·d product
         nearest_sq = None  # (N,) distance to the nearest centre, while no centre has moved

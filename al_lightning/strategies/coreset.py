@@ -85,7 +85,9 @@ def measure_labeled(
     if bounds is not None:
         count = min(waiting.numel(), max(FIRST_MEASURED, int(exact.sum())))
         waiting = waiting[bounds[waiting].topk(count).indices]
-    distances = nearest_centres(points[waiting], labeled, with_index=False, sq_points=sq[waiting], sq_centres=labeled_sq)[0]
+    distances = nearest_centres(
+        points[waiting], labeled, with_index=False, sq_points=sq[waiting], sq_centres=labeled_sq
+    )[0]
     farthest.lower_many(waiting, distances)
     exact[waiting] = True
 

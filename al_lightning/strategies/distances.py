@@ -120,14 +120,14 @@ def on_grid(x: Tensor, exponent: int) -> Tensor:
 
     With ``exponent`` from :func:`grid_exponent` over tensors that include ``x``, |q| ≤ 2^24
     and float32 holds q exactly. Works on float32 and float64 inputs (the values as given).
-    x · 2^exponent is exact: in float32 for a float32 input whose scale float32 holds (a value
-    that would leave float32's normal range downward is below 2^-126, and rounds to 0 either
-    way), in float64 otherwise.
+    x · 2^exponent is exact: in float32 for a float32 input and 2^-126 ≤ 2^exponent ≤ 2^100 (a
+    product that leaves float32's normal range, or a subnormal input, is below 2^-26 and rounds
+    to 0 however a device treats subnormals), in float64 otherwise.
     """
     x = x.detach()
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     step = _rows(x.shape[1] if x.dim() > 1 else 1, CONVERT_BYTES)
-    in_float32 = x.dtype == torch.float32 and -126 <= exponent <= 127
+    in_float32 = x.dtype == torch.float32 and -126 <= exponent <= 100
     for start in range(0, x.shape[0], step):
         block = out[start : start + step]
         if in_float32:
@@ -222,7 +222,9 @@ def nearest_centres(
         for r in range(0, n, step):
             rs = slice(r, min(n, r + step))
             # ‖c‖² − 2x·c, then + ‖x‖² on the row minima: exact, so the order is free.
-            block = torch.mm(converted(rs.start, rs.stop, rows), block_centres, out=products[: rs.stop - r, : cs.stop - c])
+            block = torch.mm(
+                converted(rs.start, rs.stop, rows), block_centres, out=products[: rs.stop - r, : cs.stop - c]
+            )
             block.mul_(-2.0).add_(sq_centres[cs])
             if index is None:
                 torch.minimum(nearest[rs], block.amin(dim=1).add_(sq_points[rs]), out=nearest[rs])
@@ -240,16 +242,21 @@ def nearest_centre_sq_distances(points: Tensor, centres: Tensor, sq_points: Opti
     return nearest_centres(points, centres, with_index=False, sq_points=sq_points)[0]
 
 
-def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
-    """(N, K) float64 exact squared distances between grid rows of ``points`` and of ``centres``, in row blocks."""
+def squared_distances(points: Tensor, centres: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(N, K) exact squared distances between grid rows of ``points`` and of ``centres``, in row blocks.
+
+    Exact in float64; ``dtype=torch.float32`` rounds each exact value once (half the memory).
+    """
+    n = points.shape[0]
     sq_points, sq_centres = sq_norms(points), sq_norms(centres)
-    centres64 = centres.to(torch.float64)
-    out = torch.empty(points.shape[0], centres.shape[0], dtype=torch.float64, device=points.device)
-    rows = _rows(max(centres.shape[0], points.shape[1]), BLOCK_BYTES)
-    for start in range(0, points.shape[0], rows):
-        block = slice(start, start + rows)
-        out[block] = torch.mm(points[block].to(torch.float64), centres64.T).mul_(-2.0).add_(sq_centres)
-        out[block] += sq_points[block, None]
+    centres64 = centres.to(torch.float64).T
+    out = torch.empty(n, centres.shape[0], dtype=dtype, device=points.device)
+    step = max(1, min(n, _rows(points.shape[1], 2 * CONVERT_BYTES), _rows(centres.shape[0], 2 * CONVERT_BYTES)))
+    converted = _Float64Rows(points, step)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        block = torch.mm(converted(start, stop), centres64).mul_(-2.0).add_(sq_centres)
+        out[start:stop] = block.add_(sq_points[start:stop, None])
     return out
 
 

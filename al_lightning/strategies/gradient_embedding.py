@@ -8,6 +8,11 @@ and 2-D average pooling factor into O(C + d) work per point, no backward pass an
 matrix: at ImageNet scale (C = 1000, d = 2048) one embedding has 2M entries, 8 MB in float32.
 
 The sign of δ does not matter (Ash et al.'s code uses onehot − softmax): distances are the same.
+
+For selection, δ and h go on fixed-point grids (:class:`GradientGrid`,
+:mod:`~al_lightning.strategies.distances`): their inner products are then exact integers, and
+a distance between embeddings is a fixed sequence of correctly rounded float64 operations on
+them (:func:`gradient_sq_distances`), the same bits on any device, thread count or BLAS.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ def gradient_grids(*factors: tuple[Tensor, Tensor]) -> list[GradientGrid]:
     grids = []
     for delta, h in factors:
         q_delta, q_h = on_grid(delta, exponent_delta), on_grid(h, exponent_h)
-        grids.append(GradientGrid(q_delta, q_h, torch.mul(sq_norms(q_delta), sq_norms(q_h)), exponent_delta + exponent_h))
+        grids.append(
+            GradientGrid(q_delta, q_h, torch.mul(sq_norms(q_delta), sq_norms(q_h)), exponent_delta + exponent_h)
+        )
     return grids
 
 

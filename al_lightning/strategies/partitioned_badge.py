@@ -51,11 +51,13 @@ class RankOneBounds:
     ‖E‖ and ‖X‖ are rounded up (:data:`_UP`; ‖E‖ also by 2^-40·‖X‖, more than the rounding of
     computing E). A point whose lower bound is at least its current nearest distance cannot
     move: the bound is rigorous whatever the data (rows that are not rank one only get large
-    residuals, hence no skipping). :meth:`build` declines (None) when the sampled rows are far
-    from rank one.
+    residuals, hence no skipping). :meth:`build` declines (None) when the sampled rows, taken
+    together, are far from rank one.
     """
 
-    #: Largest median ‖E‖/‖X‖ over the sampled rows for the bounds to be built (grid rounding gives ~1e-4 and less).
+    #: Largest Σ‖E‖ / Σ‖X‖ over the sampled rows for the bounds to be built. Grid rounding leaves a
+    #: few units per entry, far below this for all but tiny rows (which the bounds still rule out
+    #: against any large pick); rows that are not outer products leave most of their norm.
     TOLERANCE = 1e-2
     #: Rows per block when factorising (float64 temporaries that stay in cache).
     ROWS = 1024
@@ -95,8 +97,7 @@ class RankOneBounds:
         if h * w != dim or n == 0:
             return None
         _, _, _, residual, norm = cls._factor(points[: min(n, 256)], h, w)
-        ratio = torch.where(norm > 0, residual / norm.clamp_min(1.0), torch.zeros_like(norm))
-        if float(ratio.median()) > cls.TOLERANCE:
+        if float(residual.sum()) > cls.TOLERANCE * float(norm.sum()):
             return None
         parts = [cls._factor(points[start : start + cls.ROWS], h, w) for start in range(0, n, cls.ROWS)]
         return cls(*(torch.cat(column) for column in zip(*parts)), sq_norms(points) if sq is None else sq)
@@ -123,7 +124,9 @@ class RankOneBounds:
         lower = torch.add(self.shrunk_sq, approx, alpha=-2.0).sub_(self.size, alpha=k1).sub_(self.residual, alpha=k2)
         return lower.add_(float(self.shrunk_sq[pick]))
 
-    def nearest(self, points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, centre_bounds: "RankOneBounds") -> Tensor:
+    def nearest(
+        self, points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, centre_bounds: "RankOneBounds"
+    ) -> Tensor:
         """The exact squared distance from each grid row of ``points`` (these bounds' rows) to its nearest row of ``centres``.
 
         ``sq`` and ``centre_sq`` are their exact squared norms, ``centre_bounds`` the centres' factors.
@@ -138,7 +141,9 @@ class RankOneBounds:
         """
         n, count = points.shape[0], centres.shape[0]
         tau = max(self.tau, centre_bounds.tau)
-        most_residual, most_norm, most_size = (float(t.max()) for t in (centre_bounds.residual, centre_bounds.norm, centre_bounds.size))
+        most_residual, most_norm, most_size = (
+            float(t.max()) for t in (centre_bounds.residual, centre_bounds.norm, centre_bounds.size)
+        )
         slack = torch.mul(self.size, most_residual).add_(self.residual, alpha=most_norm)
         margin = (sq + float(centre_sq.max())).add_(self.size, alpha=2 * most_size).add_(slack, alpha=2.0).mul_(tau)
         margin.add_(slack, alpha=2.0).mul_(2.01 * _UP)  # 2.01·W: the candidates' reach beyond the smallest estimate
@@ -185,7 +190,11 @@ def measure_pairs(points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor
 
 
 def seed_partition(
-    x: Tensor, centres: Optional[Tensor], budget: int, generator: torch.Generator, split: Optional[tuple[int, int]] = None
+    x: Tensor,
+    centres: Optional[Tensor],
+    budget: int,
+    generator: torch.Generator,
+    split: Optional[tuple[int, int]] = None,
 ) -> Tensor:
     """k-means++ seeding of ``budget`` rows of ``x`` (n, P), Euclidean, with ``centres`` (m, P) as existing centres.
 

@@ -132,7 +132,9 @@ def plain_badge(logits, features, weight, bias, labeled: Optional[torch.Tensor],
     for _ in range(budget):
         pick = int(sqs[0].argmax()) if nearest is None else plain_draw(nearest, picks, generator)
         picks.append(pick)
-        new = ((sqs[0] + sqs[0][pick]) - 2 * ((q_deltas[0] @ q_deltas[0][pick]) * (q_hs[0] @ q_hs[0][pick]))).clamp_min(0)
+        new = ((sqs[0] + sqs[0][pick]) - 2 * ((q_deltas[0] @ q_deltas[0][pick]) * (q_hs[0] @ q_hs[0][pick]))).clamp_min(
+            0
+        )
         nearest = new if nearest is None else torch.minimum(nearest, new)
         nearest[pick] = 0.0
     return picks

@@ -113,7 +113,9 @@ def test_pooled_embedding_is_adaptive_avg_pool2d_of_the_class_by_feature_grid(nu
     assert torch.equal(pooled_gradient_embedding(out.logits, out.features, output_size, rows=rows), pooled[rows])
 
 
-def pick_frequencies(strategy_kwargs: dict, out: PoolOutputs, budget: int = 1, position: int = 0, seeds: int = 600) -> torch.Tensor:
+def pick_frequencies(
+    strategy_kwargs: dict, out: PoolOutputs, budget: int = 1, position: int = 0, seeds: int = 600
+) -> torch.Tensor:
     """(N,) share of ``seeds`` seeds for which BADGE's ``position``-th pick is each pool position."""
     index_to_position = {int(i): p for p, i in enumerate(out.index.tolist())}
     counts = torch.zeros(len(out), dtype=torch.float64)
@@ -270,7 +272,9 @@ def test_partitioned_rejects_bad_settings(kwargs):
 # Partitioned BADGE's seeding skips points that cannot move; the plain one updates all.
 
 
-def clustered_embeddings(n: int, m: int, dim: int = 24, clusters: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_embeddings(
+    n: int, m: int, dim: int = 24, clusters: int = 10, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points and centres around a few tight clusters far apart: most points provably keep their centre."""
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(clusters, dim, generator=g) * 5
@@ -332,13 +336,20 @@ def test_partitioned_draws_what_the_plain_partitioned_seeding_draws(n, labeled, 
     if not labeled:
         out.labeled_features = torch.empty(0, 12)  # an empty labeled set, not a missing one
     chosen = build("partitioned_badge", seed=6, partitions=parts).select(out, budget)
-    expected = plain_partitioned_badge(out.logits, out.features, out.weight, out.bias, out.labeled_features, budget, parts, 6)
+    expected = plain_partitioned_badge(
+        out.logits, out.features, out.weight, out.bias, out.labeled_features, budget, parts, 6
+    )
     assert chosen.tolist() == out.index[expected].tolist()
 
 
 def test_partitioned_with_float64_outputs_holding_float32_values_draws_as_with_float32():
     out = make_outputs(n=90, num_classes=20, dim=12, labeled=12, seed=8)
-    wide = PoolOutputs(**{**vars(out), **{f: getattr(out, f).double() for f in ("logits", "features", "weight", "bias", "labeled_features")}})
+    wide = PoolOutputs(
+        **{
+            **vars(out),
+            **{f: getattr(out, f).double() for f in ("logits", "features", "weight", "bias", "labeled_features")},
+        }
+    )
     strategy = build("partitioned_badge", seed=1, partitions=3)
     assert torch.equal(strategy.select(wide, 40), strategy.select(out, 40))
 
@@ -418,7 +429,9 @@ def pooled_embeddings(n: int, labeled: int, num_classes: int = 40, dim: int = 64
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(num_classes, dim, generator=g) * spread
     weight, bias = means, -0.5 * means.square().sum(1)
-    features = means[torch.randint(num_classes, (n + labeled,), generator=g)] + 0.5 * torch.randn(n + labeled, dim, generator=g)
+    features = means[torch.randint(num_classes, (n + labeled,), generator=g)] + 0.5 * torch.randn(
+        n + labeled, dim, generator=g
+    )
     grid = (16, 32)
     x = pooled_gradient_embedding(features[:n] @ weight.T + bias, features[:n], grid)
     y = pooled_gradient_embedding(head_logits(features[n:], weight, bias), features[n:], grid)

@@ -114,7 +114,9 @@ def test_duplicates_are_never_picked_twice():
 def partitioned_reference(pool: torch.Tensor, labeled: torch.Tensor, budget: int, parts: int, seed: int) -> list[int]:
     """Part i's ⌊b/p⌋ + [i < b mod p] picks by the brute-force greedy above, from its own labeled part, part by part."""
     picks = []
-    for (unlabeled, centres), share in zip(plain_partitions(len(pool), len(labeled), parts, seed), plain_shares(budget, parts)):
+    for (unlabeled, centres), share in zip(
+        plain_partitions(len(pool), len(labeled), parts, seed), plain_shares(budget, parts)
+    ):
         picks += [unlabeled[p] for p in brute_force_greedy(pool[unlabeled], labeled[centres], share)]
     return picks
 
@@ -141,7 +143,9 @@ def test_more_partitions_than_points_or_labels():
 # The lazy k-center against the plain one (every point updated after every pick), pick for pick.
 
 
-def clustered_set(n: int, m: int, dim: int = 256, clusters: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_set(
+    n: int, m: int, dim: int = 256, clusters: int = 12, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points and labeled points around a few centres: a new centre changes only its own cluster."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(clusters, dim, generator=g) * 4
@@ -219,7 +223,9 @@ def test_ties_go_to_the_lowest_position_as_in_the_plain_greedy():
     out = outputs_of(pool, labeled, offset=0)
     chosen = build("coreset").select(out, len(pool)).tolist()
     assert chosen == plain_k_center(pool, labeled, len(pool), torch.Generator())
-    assert chosen == brute_force_greedy(pool, labeled, len(pool))  # small integers lie on the grid: the float64 order too
+    assert chosen == brute_force_greedy(
+        pool, labeled, len(pool)
+    )  # small integers lie on the grid: the float64 order too
     assert sorted(chosen) == list(range(len(pool)))
 
 
@@ -232,7 +238,11 @@ def test_the_fallback_to_plain_passes_picks_the_same(monkeypatch):
     pool = torch.tensor([[1.0, 1.0]] * 6 + [[3.0, 0.0]] * 3)  # duplicates only
     monkeypatch.setattr(coreset_module, "LAZY_LIMIT", 0.0)
     expected = plain_k_center(pool, torch.zeros(1, 2), 9, torch.Generator())
-    assert k_center_greedy(pool, torch.zeros(1, 2), 9, torch.Generator()).tolist() == expected == [6, 0, 1, 2, 3, 4, 5, 7, 8]
+    assert (
+        k_center_greedy(pool, torch.zeros(1, 2), 9, torch.Generator()).tolist()
+        == expected
+        == [6, 0, 1, 2, 3, 4, 5, 7, 8]
+    )
 
 
 def test_float64_inputs_holding_float32_values_pick_as_the_float32_ones():
@@ -278,6 +288,14 @@ def test_partitioned_picks_what_the_plain_partitioned_greedy_picks(n, m, parts, 
     pool, labeled = random_set(n, m, dim=8, seed=n + m)
     chosen = build("partitioned_coreset", seed=3, partitions=parts).select(outputs_of(pool, labeled), budget) - 100
     assert chosen.tolist() == plain_partitioned_coreset(pool, labeled, budget, parts, seed=3)
+
+
+@pytest.mark.parametrize("dim", [1, 100, 2048])
+def test_partitioned_picks_what_the_plain_partitioned_greedy_picks_in_any_dimension(dim):
+    pool, labeled = random_set(180, 30, dim=dim, seed=dim)
+    pool[100:120] = pool[:20]  # duplicates, some in other partitions
+    chosen = build("partitioned_coreset", seed=5, partitions=3).select(outputs_of(pool, labeled), 90) - 100
+    assert chosen.tolist() == plain_partitioned_coreset(pool, labeled, 90, 3, seed=5)
 
 
 def test_partitioned_on_clusters_with_duplicates_picks_what_the_plain_one_picks():

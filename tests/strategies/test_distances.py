@@ -167,7 +167,9 @@ def test_a_rows_gradient_distances_do_not_depend_on_the_rows_computed_with_it(di
     g = torch.Generator().manual_seed(dim)
     classes = 1 + dim % 37
     logits, features = torch.randn(300, classes, generator=g) * 3, torch.randn(300, dim, generator=g)
-    pool, centres = gradient_grids(gradient_factors(logits[:250], features[:250]), gradient_factors(logits[250:], features[250:]))
+    pool, centres = gradient_grids(
+        gradient_factors(logits[:250], features[:250]), gradient_factors(logits[250:], features[250:])
+    )
     full = nearest_gradient_sq_distances(pool, centres)
     one_centre = gradient_sq_distances_to(pool, 17)
     for count in (1, 3, 64, 200):
@@ -187,7 +189,9 @@ def test_the_d2_draw_sums_sequentially_on_the_cpu(threads_):
     torch.set_num_threads(threads_)
     try:
         g = torch.Generator().manual_seed(3)
-        weights = torch.rand(100_000, generator=g, dtype=torch.float64) * torch.randint(0, 2**40, (100_000,), generator=g)
+        weights = torch.rand(100_000, generator=g, dtype=torch.float64) * torch.randint(
+            0, 2**40, (100_000,), generator=g
+        )
         sums = list(itertools.accumulate(weights.tolist()))  # one addition after another, in float64
         assert torch.cumsum(weights, dim=0).tolist() == sums
     finally:
