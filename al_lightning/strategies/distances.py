@@ -19,7 +19,7 @@ product at most that in size, and a squared distance ‖q_x‖² + ‖q_c‖² �
 4·d·2^(2B) ≤ 2^53. Every partial sum, in whatever order a BLAS, a thread split, a GPU kernel or
 a block size takes the terms, is then an integer of at most 53 bits: exact. (Why 51 and not
 52: the distance between q and −q reaches 4·d·2^(2B), which must stay ≤ 2^53.) x · 2^e is
-exact (a power-of-two scale, in float64) and so is the rounding, so the grid itself is a
+exact (a power-of-two scale, :func:`on_grid`) and so is the rounding, so the grid itself is a
 function of the values alone.
 
 **What that buys.** Squared distances between grid vectors are exact integers (held in
@@ -29,33 +29,38 @@ never depends on the rows, centres, block, thread count or device it was compute
 code that used to make float32 rounding repeatable (aligned rows, padding products to groups
 of rows, a rounding cut-off for near-zero distances, slack for float32 error) is gone.
 
-**The guarantee (issue 19).** For the same inputs and seed, ``coreset``, ``partitioned_coreset``,
-``badge`` and ``partitioned_badge`` pick the same points in the same order with any number of
-DDP ranks (the partitioned forms send partitions to different ranks), any batching of rows,
-any torch thread count, any BLAS (MKL, OpenBLAS, cuBLAS with whatever kernel it picks), on the
-CPU or on a CUDA device with IEEE-754 float64. What is exact, precisely:
+**The guarantee (issue 19).** Given the same grid inputs (below) and seed, ``coreset``,
+``partitioned_coreset``, ``badge`` and ``partitioned_badge`` return the same indices in the
+same order with any number of DDP ranks (the partitioned forms send partitions to different
+ranks), any blocking or batching of the rows, any torch thread count, any BLAS (MKL, OpenBLAS,
+cuBLAS, whatever kernel or split of the sums it picks), on the CPU or on a CUDA device with
+IEEE-754 float64. Every value that decides a pick is exact or a fixed sequence of correctly
+rounded float64 operations on exact values; every random draw is a call of a seeded CPU
+generator whose arguments are such values. The grid inputs, and what is computed from them:
 
-* ``coreset``, ``partitioned_coreset``: from the features and labeled features on, everything
-  (the grid, every distance, every comparison; the random first pick without labeled points is
-  one ``torch.randint`` on a CPU generator).
-* ``partitioned_badge``: from its pooled gradient embeddings on (they go on one grid with the
-  labeled ones; distances are exact integers); the D² draws (:func:`~al_lightning.strategies.badge.d2_sample`)
-  sum the weights by a sequential float64 scan on the CPU, so the same weights give the same draw.
-* ``badge``: from δ = softmax(z) − onehot(argmax z) and h on (each on its own grid); the
-  distance ‖g_x − g_y‖² is then a fixed sequence of correctly rounded float64 operations on
-  exact integers (:func:`~al_lightning.strategies.gradient_embedding.gradient_sq_distances`):
-  not an integer, but the same bits on any IEEE-754 machine.
+* ``coreset``, ``partitioned_coreset``: the features and labeled features themselves. Every
+  distance and comparison is exact; without labeled points the first pick is one
+  ``torch.randint`` of the (partition's) generator.
+* ``partitioned_badge``: each partition's pooled gradient embeddings and its labeled part's
+  (one grid for both). Distances are exact integers; the D² draws
+  (:func:`~al_lightning.strategies.badge.d2_sample`) sum the weights by a sequential float64
+  scan on the CPU, so the same weights give the same draw.
+* ``badge``: δ = softmax(z) − onehot(argmax z) and h of the pool and the labeled set (δ on one
+  grid, h on another). The distance ‖g_x − g_y‖² is a fixed sequence of correctly rounded
+  float64 operations on exact integers
+  (:func:`~al_lightning.strategies.gradient_embedding.gradient_sq_distances`): not an integer,
+  but the same bits on any IEEE-754 machine; the draws as for ``partitioned_badge``.
 
-Not covered: the inputs. The model's features and logits are whatever the model computes.
-And for the two BADGEs, the vectors that go on the grid are computed from those inputs by
-ordinary float kernels: the labeled points' logits (one float32 matrix product,
-:func:`~al_lightning.strategies.gradient_embedding.head_logits`, which a BLAS may round
-differently by shape and thread count), the softmax (exp is not correctly rounded; CPU and
-CUDA libraries differ in the last bit) and the pooling (float64 averages). A last-bit change
-there changes a grid value only if it crosses a rounding midpoint, and then a draw only if the
-random number falls in the sliver of probability that moved; but it can. Nor does exactness
-make the grid the real numbers: picks are those of the exact algorithm on the grid values,
-B bits below the largest value of the call.
+Not covered: how the grid inputs come about. The model's features and logits are whatever the
+model computes. For the two BADGEs, the grid inputs are computed from those by ordinary float
+kernels, row by row: the labeled points' logits (:func:`~al_lightning.strategies.gradient_embedding.head_logits`,
+one float32 matrix product, which a BLAS may round differently by shape and thread count), the
+softmax (exp is not correctly rounded: CPU and CUDA libraries differ in the last bit) and the
+pooling (float64 averages). A last-bit change there moves a grid value only if it crosses a
+rounding midpoint, and then a draw only if the random number falls in the sliver of
+probability that moved; rare, but possible. Nor does exactness make the grid the real numbers:
+the picks are those of the exact algorithm on the grid values, which keep B bits below the
+largest value of the call (a value below 2^-(B+1) of it rounds to 0).
 """
 
 from __future__ import annotations
