@@ -19,16 +19,20 @@ this process on the same data:
 
 The pool is benchmarks/synthetic_pool.py's (memory-mapped), with 1 labeled point per 25.6
 unlabeled ones as benchmarks/select_strategies.py (50,000 at full size). The plain versions
-below call the library's distance primitives (the blocked distances to the labeled set,
-and ``RowDots`` for the pass after each pick, which is as fast as one ``torch.mv``: the
-results' "pass" line measures both), so that both sides see the same distances bit for
-bit. The plain versions measure every point against every labeled point (an O(N·M·d/p)
-matrix product) and update every point after every pick; the strategies measure only what
-their bounds cannot rule out, in both parts. The table gives each side's seconds for the
-distances to the labeled set ("initial s") and the ratio of what is left. Partitioned
-BADGE's sides also both compute the pooled gradient embeddings of every point
-(O(N·(C + d))): a line after the table gives that time too and the ratio of what is left
-after it. Results go to benchmarks/results/select_exact_speed_<name>.md and .jsonl.
+below are written plainly from the documented rule (al_lightning.strategies.distances): the
+points and their labeled part on one fixed-point grid, held in float64, exact squared
+distances by ordinary float64 products (a blocked matrix product for the labeled set, one
+``torch.mv`` over the partition after each pick), the D² draw by an inverse CDF on the CPU.
+Both sides compute exact values, so the picks must be equal. The plain versions measure
+every point against every labeled point and update every point after every pick; the
+strategies measure only what their bounds cannot rule out, in both parts. The table gives
+each side's seconds for the distances to the labeled set ("initial s") and the ratio of what
+is left, and each side's peak memory: the most resident memory (VmHWM, reset before the
+call) above what the process held when the call began. Partitioned BADGE's sides also both
+compute the pooled gradient embeddings of every point (O(N·(C + d))): a line after the
+table gives that time too and the ratio of what is left after it. Results go to
+benchmarks/results/select_exact_speed_<name>.md and .jsonl, with the load average before
+and after.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import platform
 import sys
 import time
@@ -50,11 +56,8 @@ import al_lightning.strategies.partitioned_badge as partitioned_badge_module
 from al_lightning.quotas import even_shares
 from al_lightning.seeding import derive_seed
 from al_lightning.strategies import PoolOutputs, build
-from al_lightning.strategies.badge import d2_sample
-from al_lightning.strategies.coreset import centre_sq_distances
-from al_lightning.strategies.distances import RowDots, aligned_rows, nearest_centre_sq_distances, row_sq_norms
-from al_lightning.strategies.gradient_embedding import head_logits, pool_grid, pooled_gradient_embedding
-from al_lightning.strategies.partitioned_badge import embedding_sq_distances
+from al_lightning.strategies.distances import dots, grid_exponent, on_grid
+from al_lightning.strategies.gradient_embedding import pool_grid, pooled_gradient_embedding
 from al_lightning.strategies.partitions import paired_partitions
 
 HERE = Path(__file__).resolve().parent
@@ -62,11 +65,27 @@ FULL_N, CLASSES, DIM, FULL_BUDGET, PARTITIONS = 1_280_000, 1000, 2048, 10_000, 1
 TARGETS = {"base": ("<=", 2.5), "partitioned_coreset": (">=", 5.0), "partitioned_badge": (">=", 3.0)}
 
 
+def resident_kb() -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of this process, in kB, from /proc/self/status."""
+    found = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                found[key] = int(value.split()[0])
+    return found
+
+
 class Clock:
-    """Wall-clock seconds of a call, the device synchronised before and after."""
+    """Wall-clock seconds of a call, the device synchronised before and after, and its peak memory.
+
+    ``peak_mb`` after a call: the most resident memory during it above what the process held
+    when it began (VmHWM reset through /proc/self/clear_refs), or CUDA's peak allocation on a GPU.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.peak_mb = float("nan")
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -74,59 +93,105 @@ class Clock:
 
     def __call__(self, fn: Callable[[], object]) -> tuple[object, float]:
         self.sync()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+        else:
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")  # VmHWM := VmRSS
+            before = resident_kb()["VmRSS"] * 1024
         start = time.perf_counter()
         value = fn()
         self.sync()
-        return value, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = resident_kb()["VmHWM"] * 1024
+        self.peak_mb = (peak - before) / 2**20
+        return value, seconds
 
 
 # The plain references: after each pick, every point of the partition is updated.
 
 
+def plain_grid(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The documented grid, in float64: B = min(24, ⌊(51 − ⌈log₂ d⌉)/2⌋), e with 2^(B−1) ≤ m·2^e < 2^B, round(x·2^e)."""
+    dim = tensors[0].shape[1]
+    bits = min(24, (51 - math.ceil(math.log2(dim))) // 2)
+    largest = max(max(-float(t.min()), float(t.max())) for t in tensors if t.numel())
+    exponent = bits - math.frexp(largest)[1] if largest else 0
+    grids = []
+    for t in tensors:
+        q = torch.empty(t.shape, dtype=torch.float64, device=t.device)
+        for start in range(
+            0, t.shape[0], 65_536
+        ):  # in blocks, not a float64 copy of the whole input and two temporaries
+            q[start : start + 65_536] = torch.round(t[start : start + 65_536].double() * 2.0**exponent)
+        grids.append(q)
+    return grids
+
+
+def plain_nearest(q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(n,) exact squared distance to the nearest row of ``c``: ‖x‖² + ‖c‖² − 2 x·c, blocks of 4,096 rows."""
+    c_sq = (c * c).sum(1)
+    return torch.cat([((b * b).sum(1)[:, None] + c_sq[None, :] - 2 * (b @ c.T)).amin(1) for b in q.split(4096)])
+
+
 def plain_k_center(
     features: torch.Tensor, centres: torch.Tensor, budget: int, generator: torch.Generator, spent: dict
 ) -> torch.Tensor:
-    """Greedy k-center (Sener & Savarese's Algorithm 1) with a full pass over the partition after every pick."""
-    features = features.to(torch.float32).contiguous()
-    points = aligned_rows(features)
-    sq = row_sq_norms(points)
-    dots = RowDots(points.shape[1], points.device)
+    """Greedy k-center (Sener & Savarese's Algorithm 1) on the grid, with a full pass over the partition after every pick."""
+    q, c = plain_grid([features, centres])
+    sq = (q * q).sum(1)
     start = time.perf_counter()
-    if centres.shape[0] > 0:
-        min_sq = nearest_centre_sq_distances(features, centres)
+    if c.shape[0] > 0:
+        min_sq = plain_nearest(q, c)
         pick = int(min_sq.argmax())
     else:
-        min_sq = torch.full((points.shape[0],), torch.inf, device=points.device)
-        pick = int(torch.randint(points.shape[0], (1,), generator=generator))
+        min_sq = torch.full((q.shape[0],), torch.inf, dtype=torch.float64, device=q.device)
+        pick = int(torch.randint(q.shape[0], (1,), generator=generator))
     spent["initial"] += time.perf_counter() - start
     picks = []
     for step in range(budget):
         picks.append(pick)
         if step + 1 == budget:
             break
-        min_sq = torch.minimum(min_sq, centre_sq_distances(dots(points, points[pick]), sq, sq[pick]))
+        min_sq = torch.minimum(min_sq, sq + sq[pick] - 2 * torch.mv(q, q[pick]))
         min_sq[pick] = -1.0  # a centre is never picked again
         pick = int(min_sq.argmax())  # the farthest point, lowest position among equals
     return torch.tensor(picks, dtype=torch.long)
 
 
+def plain_draw(weights: torch.Tensor, taken: list[int], generator: torch.Generator) -> int:
+    """Inverse-CDF draw ∝ ``weights``: a float64 running sum on the CPU; uniform over the rest if all are 0."""
+    cdf = torch.cumsum(weights.cpu(), dim=0)
+    total = cdf[-1:]
+    if float(total) > 0:
+        u = torch.rand(1, generator=generator, dtype=torch.float64) * total
+        return int(torch.searchsorted(cdf, u, right=True)) if bool(u < total) else int(torch.searchsorted(cdf, total))
+    free = torch.ones(weights.numel(), dtype=torch.bool)
+    free[taken] = False
+    candidates = free.nonzero().squeeze(1)
+    return int(candidates[torch.randint(candidates.numel(), (1,), generator=generator)])
+
+
 def plain_d2(
     x: torch.Tensor, centres: Optional[torch.Tensor], budget: int, generator: torch.Generator, spent: dict
 ) -> torch.Tensor:
-    """k-means++ seeding (D² sampling) with a full pass over the partition after every pick."""
-    sq = torch.linalg.vector_norm(x, dim=1).square()
-    points = aligned_rows(x)
-    dots = RowDots(points.shape[1], points.device)
+    """k-means++ seeding (D² sampling) on the grid, with a full pass over the partition after every pick."""
+    q, *c = plain_grid([x] if centres is None else [x, centres])
+    sq = (q * q).sum(1)
     start = time.perf_counter()
-    nearest = nearest_centre_sq_distances(x, centres) if centres is not None else None
+    nearest = plain_nearest(q, c[0]) if c else None
     spent["initial"] += time.perf_counter() - start
     picks: list[int] = []
     for step in range(budget):
-        pick = int(sq.argmax()) if nearest is None else d2_sample(nearest, picks, generator)
+        pick = int(sq.argmax()) if nearest is None else plain_draw(nearest, picks, generator)
         picks.append(pick)
         if step + 1 == budget:
             break
-        new = embedding_sq_distances(dots(points, points[pick]), sq, sq[pick])
+        new = sq + sq[pick] - 2 * torch.mv(q, q[pick])
         nearest = new if nearest is None else torch.minimum(nearest, new)
         nearest[pick] = 0.0
     return torch.tensor(picks, dtype=torch.long)
@@ -168,7 +233,8 @@ def plain_partitioned_badge(out: PoolOutputs, budget: int, seed: int, parts: int
         y = None
         if labeled_part.numel() > 0:
             part = labeled[labeled_part.to(labeled.device)]
-            y = pooled_gradient_embedding(head_logits(part, out.weight, out.bias), part, grid)
+            logits = torch.addmm(out.bias.float(), part.float(), out.weight.float().T)  # as the strategy computes them
+            y = pooled_gradient_embedding(logits, part, grid)
         picks.append(unlabeled[plain_d2(x, y, take, generator, spent).to(unlabeled.device)])
     return out.index[torch.cat(picks).to(out.index.device)]
 
@@ -296,19 +362,23 @@ def check_partitioned(
     plain(warm, parts * 2, args.seed, parts, {"initial": 0.0})
     ours_spent, spent = {"initial": 0.0}, {"initial": 0.0}
     initial = (
-        (coreset_module, ("nearest_centre_upper_bounds", "nearest_centre_sq_distances"))
+        (coreset_module, ("nearest_centre_upper_bounds", "nearest_centres"))
         if check == "partitioned_coreset"
-        else (partitioned_badge_module, ("nearest_centres", "nearest_centre_sq_distances"))
+        else (partitioned_badge_module, ("nearest_centres",))
     )
     with contextlib.ExitStack() as stack:
         stack.enter_context(timed_initial(*initial, ours_spent))
         if check == "partitioned_badge":  # its initial distances, pruned by rank-one bounds
             stack.enter_context(timed_initial(partitioned_badge_module.RankOneBounds, ("nearest",), ours_spent))
         if check == "partitioned_badge":  # both sides embed the same points the same way
-            stack.enter_context(timed_initial(partitioned_badge_module, ("pooled_gradient_embedding",), ours_spent, "embed"))
+            stack.enter_context(
+                timed_initial(partitioned_badge_module, ("pooled_gradient_embedding",), ours_spent, "embed")
+            )
         ours, ours_s = clock(lambda: strategy.select(out, budget))
+    ours_peak = clock.peak_mb
     with timed_initial(sys.modules[__name__], ("pooled_gradient_embedding",), spent, "embed"):
         reference, plain_s = clock(lambda: plain(out, budget, args.seed, parts, spent))
+    plain_peak = clock.peak_mb
     diff = first_difference(ours, reference)
     rest = (plain_s - spent["initial"]) / max(1e-9, ours_s - ours_spent["initial"])
     result = row(
@@ -326,17 +396,22 @@ def check_partitioned(
         initial_s=spent["initial"],
         ours_initial_s=ours_spent["initial"],
         ratio_after_initial=rest,
+        ours_peak_mb=ours_peak,
+        reference_peak_mb=plain_peak,
     )
     if check == "partitioned_badge":
         shared, ours_shared = spent["initial"] + spent["embed"], ours_spent["initial"] + ours_spent["embed"]
         result["embed_s"], result["ours_embed_s"] = spent["embed"], ours_spent["embed"]
         result["ratio_after_shared"] = (plain_s - shared) / max(1e-9, ours_s - ours_shared)
-    if check == "partitioned_coreset":  # is the plain pass handicapped? one RowDots pass against one torch.mv
-        part = aligned_rows(out.features[: n // parts].to(torch.float32).contiguous())
-        dots = RowDots(part.shape[1], part.device)
-        dots(part, part[0])
-        result["pass_rowdots_s"] = clock(lambda: dots(part, part[1]))[1]
-        result["pass_mv_s"] = clock(lambda: torch.mv(part, part[1]))[1]
+    if check == "partitioned_coreset":  # is the plain pass handicapped? float64 mv on a float64 grid against ours
+        part = out.features[: n // parts].to(device)
+        exponent = grid_exponent([part], DIM)
+        grid32 = on_grid(part, exponent)
+        grid64 = grid32.double()
+        dots(grid32, grid32[0]), torch.mv(grid64, grid64[0])
+        result["pass_ours_s"] = min(clock(lambda: dots(grid32, grid32[1]))[1] for _ in range(3))
+        result["pass_mv_s"] = min(clock(lambda: torch.mv(grid64, grid64[1]))[1] for _ in range(3))
+        del grid32, grid64
     return result
 
 
@@ -364,6 +439,7 @@ def main() -> None:
     labeled = max(1, round(n / 25.6))
     checks = args.only or list(TARGETS)
     pool = load_pool(n + labeled, CLASSES, DIM, {"logits", "features"}, mmap=True)
+    load_before = os.getloadavg()
     rows: list[dict] = []
 
     if "base" in checks:
@@ -374,6 +450,9 @@ def main() -> None:
             rows.append(check_partitioned(check, pool, n, budget, labeled, clock, args))
             print(json.dumps(rows[-1]), flush=True)
 
+    load_after = os.getloadavg()
+    for r in rows:
+        r["load_before"], r["load_after"] = load_before, load_after
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     with open(out_dir / f"select_exact_speed_{args.name}.jsonl", "a") as f:
@@ -381,10 +460,12 @@ def main() -> None:
             f.write(json.dumps(r) + "\n")
     lines = [
         f"Device {args.device}, {args.threads} threads; N = {n:,}, C = {CLASSES}, d = {DIM}, b = {budget:,}; "
-        f"partitioned: {parts} partitions, {labeled:,} labeled.",
+        f"partitioned: {parts} partitions, {labeled:,} labeled. Load average (1, 5, 15 min) "
+        f"{', '.join(f'{v:.2f}' for v in load_before)} before, {', '.join(f'{v:.2f}' for v in load_after)} after.",
         "",
-        "| check | ours s | reference | reference s | ratio | target | same picks | initial s (ours, reference) | ratio after initial |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| check | ours s | reference | reference s | ratio | target | same picks | initial s (ours, reference) "
+        "| ratio after initial | peak MB (ours, reference) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         same = (
@@ -394,9 +475,10 @@ def main() -> None:
         )
         initial = "—" if r["initial_s"] is None else f"{r['ours_initial_s']:.2f}, {r['initial_s']:.2f}"
         after = "—" if r.get("ratio_after_initial") is None else f"{r['ratio_after_initial']:.1f}×"
+        peak = "—" if "ours_peak_mb" not in r else f"{r['ours_peak_mb']:,.0f}, {r['reference_peak_mb']:,.0f}"
         lines.append(
             f"| {r['check']} | {r['ours_s']:.2f} | {r['reference']} | {r['reference_s']:.2f} | {r['ratio']:.2f}× | "
-            f"{r['target']} | {same} | {initial} | {after} |"
+            f"{r['target']} | {same} | {initial} | {after} | {peak} |"
         )
     for r in rows:
         if "embed_s" in r:
@@ -406,10 +488,11 @@ def main() -> None:
                 f"{r['ours_embed_s']:.2f} s ours, {r['embed_s']:.2f} s reference; "
                 f"after the initial distances and the embedding, {r['ratio_after_shared']:.1f}× faster.",
             ]
-        if "pass_rowdots_s" in r:
+        if "pass_ours_s" in r:
             lines += [
                 "",
-                f"One pass over a partition: RowDots {r['pass_rowdots_s'] * 1e3:.1f} ms, one torch.mv {r['pass_mv_s'] * 1e3:.1f} ms.",
+                f"One pass over a partition's grid: ours (float32 grid, float64 blocks) {r['pass_ours_s'] * 1e3:.1f} ms, "
+                f"one float64 torch.mv on a float64 grid (the plain one) {r['pass_mv_s'] * 1e3:.1f} ms.",
             ]
     (out_dir / f"select_exact_speed_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -7,12 +7,12 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.distances import nearest_sq_distances
 from al_lightning.strategies.gradient_embedding import (
     gradient_factors,
-    gradient_sq_distances,
-    gradient_sq_norms,
+    gradient_grids,
+    gradient_sq_distances_to,
     head_logits,
+    nearest_gradient_sq_distances,
 )
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
@@ -22,14 +22,19 @@ from al_lightning.strategies.strategy import Strategy
 def d2_sample(weights: Tensor, taken: list[int], generator: torch.Generator) -> int:
     """A position drawn with probability ∝ ``weights`` (≥ 0), or uniformly from those not ``taken`` if all are 0.
 
-    Inverse-CDF sampling on a float64 cumulative sum, so it has no limit on the number of
-    points (``torch.multinomial`` stops at 2**24) and never returns a zero-weight position.
+    Inverse-CDF sampling: u = U·total with U one float64 ``torch.rand`` from ``generator``,
+    total the last entry of the float64 running sum of the weights, and the first position
+    whose running sum exceeds u (``searchsorted``, right side). The running sum is
+    ``torch.cumsum`` on the CPU, a sequential scan, so the same weights (exact ones, from
+    :mod:`~al_lightning.strategies.distances`) give the same draw on any device. It has no
+    limit on the number of points (``torch.multinomial`` stops at 2**24) and never returns a
+    zero-weight position. With all weights 0: one ``torch.randint`` over the positions not taken.
     """
-    cdf = weights.cumsum(dim=0, dtype=torch.float64)
+    cdf = weights.detach().to("cpu", torch.float64).cumsum(dim=0)
     total = cdf[-1:]
     if float(total) > 0:
-        u = torch.rand(1, generator=generator, dtype=torch.float64).to(cdf.device) * total
-        # u < total unless rounding made it equal: then take the last point with positive weight.
+        u = torch.rand(1, generator=generator, dtype=torch.float64) * total
+        # u < total unless rounding made it equal: then take the first point that reaches the total.
         return int(torch.searchsorted(cdf, u, right=True)) if bool(u < total) else int(torch.searchsorted(cdf, total))
     free = torch.ones(weights.numel(), dtype=torch.bool)
     free[taken] = False
@@ -65,7 +70,7 @@ def kmeans_pp(
         if len(picks) < budget:
             distances = distances_to(pick)
             nearest = distances if nearest is None else torch.minimum(nearest, distances)
-            # A centre's own distance is 0 up to rounding; make it exact so it is never drawn again.
+            # A centre's own distance: 0 already for exact distances; said here so that no caller's rounding draws it again.
             nearest[pick] = 0.0
     return torch.tensor(picks, dtype=torch.long)
 
@@ -92,9 +97,16 @@ class Badge(Strategy):
     smaller batch by the full batch size, which shrank those points' D² weights (a bug, not
     copied).
 
-    Cost: every distance is analytic in O(C + d) per pair, so O((M + b)·N·(C + d)) time for M
-    labeled points; O(N·C + M·(C + d)) memory for δ beside the inputs, never the (N, C·d)
-    embedding (8 MB per point at C = 1000, d = 2048).
+    δ and h (of the pool and the labeled set together) go on fixed-point grids, and every
+    distance is :func:`~al_lightning.strategies.gradient_embedding.gradient_sq_distances` of
+    exact inner products, a fixed sequence of correctly rounded float64 operations: the same
+    weights, hence the same draws (:func:`d2_sample`), on any machine, thread count or BLAS,
+    given δ and h (see :mod:`~al_lightning.strategies.distances` for what is and is not covered).
+
+    Cost: every distance is analytic in O(C + d) per pair (float64 products), so
+    O((M + b)·N·(C + d)) time for M labeled points; O((N + M)·(C + d)) float32 memory for δ
+    and the grids beside the inputs, never the (N, C·d) embedding (8 MB per point at
+    C = 1000, d = 2048).
 
     Args:
         seed: seeds the D² draws.
@@ -111,19 +123,11 @@ class Badge(Strategy):
             self.requires = ("logits", "features", "weight", "bias")
 
     def _select(self, outputs: PoolOutputs, budget: int) -> Tensor:
-        delta, h = gradient_factors(outputs.logits, outputs.features)
-        sq = gradient_sq_norms(delta, h)
-        nearest = None
+        factors = [gradient_factors(outputs.logits, outputs.features)]
         labeled = outputs.labeled_features if self.labeled_centres else None
         if labeled is not None and labeled.shape[0] > 0:
-            labeled_delta, labeled_h = gradient_factors(head_logits(labeled, outputs.weight, outputs.bias), labeled)
-            nearest = nearest_sq_distances(
-                sq,
-                gradient_sq_norms(labeled_delta, labeled_h),
-                lambda r, c: (delta[r] @ labeled_delta[c].T).mul_(h[r] @ labeled_h[c].T),
-            )
-
-        def distances_to(i: int) -> Tensor:
-            return gradient_sq_distances(delta, h, delta[i : i + 1], h[i : i + 1], sq, sq[i : i + 1]).squeeze(1)
-
-        return kmeans_pp(sq, distances_to, budget, self.generator(), nearest)
+            factors.append(gradient_factors(head_logits(labeled, outputs.weight, outputs.bias), labeled))
+        grids = gradient_grids(*factors)
+        pool = grids[0]
+        nearest = nearest_gradient_sq_distances(pool, grids[1]) if len(grids) > 1 else None
+        return kmeans_pp(pool.sq, lambda i: gradient_sq_distances_to(pool, i), budget, self.generator(), nearest)

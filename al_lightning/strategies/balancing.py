@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from al_lightning.strategies.distances import expanded_sq_distances, squared_distances
+from al_lightning.strategies.distances import grid_exponent, on_grid, sq_distances_to, sq_norms, squared_distances
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.ranking import EMPTY_KEY, key_ids, score_keys, smallest_keys
 from al_lightning.strategies.registry import register
@@ -56,7 +56,9 @@ class BalancingSampler(Strategy):
     (assumed classes).
 
     Not a batch method (the paper notes it does not scale); we keep it exact and incremental:
-    squared distances to all centres once; with feedback, after each pick only the picked
+    squared distances to all centres once, exact on a fixed-point grid of the features and
+    centres (:mod:`~al_lightning.strategies.distances`; a point on a centre is exactly 0 from it),
+    stored in float32; with feedback, after each pick only the picked
     class's column (O(N·d)); the nearest-majority distance recomputed only when the majority
     set, or a majority centre, changed; then O(N) per pick. Running sums of the features are
     float64 under feedback, so a centre is the mean of its points to float32 precision however
@@ -65,7 +67,7 @@ class BalancingSampler(Strategy):
     Cost: O(N·C·d) time for the distances; O(N·C) for each recomputed nearest-majority (or,
     for an unseen class, nearest-centre) distance: once per change of the majority set with
     assumed classes, at most once per pick with feedback; O(N) per pick, plus O(N·d) with
-    feedback. O(N·C) memory (float32).
+    feedback. O(N·C) memory (float32), plus the grid, N·d float32 values.
 
     Args:
         seed: seeds the random picks outside the balancing regime.
@@ -90,12 +92,15 @@ class BalancingSampler(Strategy):
         dtype = torch.float64 if feedback else torch.float32  # running sums, float64 when picks join them
         sums = torch.zeros(num_classes, features.shape[1], device=device, dtype=dtype)
         sums.index_add_(0, labeled_targets, outputs.labeled_features.to(device, sums.dtype))
-        # (N, C) squared distances to the class centres; +inf for a class without one.
+        # (N, C) squared distances to the class centres, exact on one grid (in its units); +inf for a class without one.
+        centres = sums[centred] / labeled_counts[centred, None]
+        exponent = grid_exponent([features, outputs.labeled_features, centres], features.shape[1])
+        points = on_grid(features, exponent)
         distances = torch.full((n, num_classes), torch.inf, device=device)
         if centred.numel():
-            distances[:, centred] = squared_distances(features, sums[centred] / labeled_counts[centred, None])
+            distances[:, centred] = squared_distances(points, on_grid(centres, exponent), torch.float32)
         has_centre = (labeled_counts > 0).cpu()
-        feature_sq = features.square().sum(1) if feedback else None  # once: a moved centre costs one N·d product
+        feature_sq = sq_norms(points) if feedback else None  # once: a moved centre costs one N·d product
         nearest_sq = None  # (N,) distance to the nearest centre, while no centre has moved
 
         ids = torch.arange(n, device=device)
@@ -140,8 +145,9 @@ class BalancingSampler(Strategy):
             counts[label] += 1
             sums[label] += features[pick]
             has_centre[label] = True
-            centre = (sums[label] / int(counts[label])).float()
-            distances[:, label] = expanded_sq_distances(feature_sq, centre.square().sum()[None], (features @ centre)[:, None])[:, 0]
+            # A mean of features stays within their largest value, so on the same grid.
+            centre = on_grid((sums[label] / int(counts[label]))[None], exponent)
+            distances[:, label] = sq_distances_to(points, feature_sq, centre[0], sq_norms(centre)[0]).float()
             nearest_sq = None
             if majority_columns is not None and bool((majority_columns == label).any()):
                 majority_columns = None

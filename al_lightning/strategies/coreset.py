@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from al_lightning.strategies.distances import (
-    GROUP_ROWS,
     GROUPED_FROM,
-    RowDots,
-    aligned_rows,
-    aligned_zeros,
-    nearest_centre_sq_distances,
+    grid_exponent,
     nearest_centre_upper_bounds,
-    row_sq_norms,
+    nearest_centres,
+    on_grid,
+    sq_distances_to,
+    sq_norms,
 )
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
 from al_lightning.strategies.strategy import Strategy
-
-
-def centre_sq_distances(dots: Tensor, sq_points: Tensor, sq_centres: Tensor) -> Tensor:
-    """Squared distances ((−2·x·c) + ‖x‖²) + ‖c‖², clamped at 0, from inner products ``dots`` (overwritten).
-
-    The one formula, in this order, of every coreset distance to a new centre: a point's
-    value is then the same bit for bit whether it is computed in a full pass or on its own.
-    """
-    return dots.mul_(-2).add_(sq_points).add_(sq_centres).clamp_min_(0)
 
 
 class _Farthest:
@@ -40,7 +29,7 @@ class _Farthest:
     def __init__(self, values: Tensor) -> None:
         n = values.numel()
         blocks = -(-n // self.BLOCK)
-        self.padded = torch.full((blocks * self.BLOCK,), -torch.inf, device=values.device)
+        self.padded = torch.full((blocks * self.BLOCK,), -torch.inf, dtype=values.dtype, device=values.device)
         self.padded[:n] = values
         self.blocks = self.padded.view(blocks, self.BLOCK)
         self.tops = self.blocks.amax(dim=1)
@@ -76,22 +65,30 @@ FIRST_MEASURED = 256
 
 
 def measure_labeled(
-    farthest: _Farthest, exact: Tensor, features: Tensor, centres: Tensor, bounds: Optional[Tensor]
+    farthest: _Farthest,
+    exact: Tensor,
+    points: Tensor,
+    sq: Tensor,
+    labeled: Tensor,
+    labeled_sq: Tensor,
+    bounds: Optional[Tensor],
 ) -> None:
     """Replace upper bounds of the distance to the labeled set by the distances, for the points with the largest bounds.
 
-    Measures the points not yet ``exact`` with the largest ``bounds`` (as many as were measured
-    before, at least :data:`FIRST_MEASURED`), or all of them if ``bounds`` is None. Their
-    values are those of the full initial computation bit for bit
-    (:func:`~al_lightning.strategies.distances.nearest_centres` does not depend on the rows
-    computed together). A bound also holds the picks folded in so far, and the upper bound
-    was at least the distance, so min(bound, distance) is the new bound.
+    Measures the grid ``points`` not yet ``exact`` with the largest ``bounds`` (as many as were
+    measured before, at least :data:`FIRST_MEASURED`), or all of them if ``bounds`` is None,
+    against every ``labeled`` grid point: exact distances, as the plain computation's. A bound
+    also holds the picks folded in so far, and the upper bound was at least the distance, so
+    min(bound, distance) is the new bound.
     """
     waiting = (~exact).nonzero().squeeze(1)
     if bounds is not None:
         count = min(waiting.numel(), max(FIRST_MEASURED, int(exact.sum())))
         waiting = waiting[bounds[waiting].topk(count).indices]
-    farthest.lower_many(waiting, nearest_centre_sq_distances(features[waiting], centres))
+    distances = nearest_centres(
+        points[waiting], labeled, with_index=False, sq_points=sq[waiting], sq_centres=labeled_sq
+    )[0]
+    farthest.lower_many(waiting, distances)
     exact[waiting] = True
 
 
@@ -100,8 +97,11 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
 
     Sener & Savarese's Algorithm 1: each step takes the point farthest from all centres so far
     (ties: lowest position) and makes it a centre. With no centres (0 rows) the first pick is
-    drawn from ``generator``. Inputs are used in float32; ``budget`` must not exceed
-    ``len(features)``.
+    drawn from ``generator`` (one ``torch.randint``). ``budget`` must not exceed ``len(features)``.
+    Distances are exact: the features and centres go on one fixed-point grid
+    (:mod:`~al_lightning.strategies.distances`: q = round(x·2^e), one e for both), and every
+    squared distance between grid points is an exact integer, so the picks are those of the
+    plain algorithm on the grid values, the same on any machine, thread count or BLAS.
 
     Lazily, with the same picks as the plain algorithm (which updates every point's distance to
     its nearest centre after each pick, one pass over the (N, d) features per pick): a
@@ -113,45 +113,39 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
     A new centre usually changes only points near it, far from the top of the ranking, so a
     step looks at a few points instead of N. The distances to the labeled set are lazy too:
     from :data:`~al_lightning.strategies.distances.GROUPED_FROM` labeled points on, every
-    point starts from an upper bound measured against one group of them
+    point starts from an upper bound, its exact distance to the labeled points of one group
     (:func:`~al_lightning.strategies.distances.nearest_centre_upper_bounds`, ~2·√M products
     instead of M), and only the points whose bound reaches the top are measured against all
-    M (:func:`measure_labeled`, in batches). Distances are the plain algorithm's bit for bit:
-    the initial ones from the same blocked product (whose value for a row does not depend on
-    the rows computed with it), later ones from
-    :class:`~al_lightning.strategies.distances.RowDots`, whose value for a point does not
-    depend on which other points share the call.
+    M (:func:`measure_labeled`, in batches).
 
     If the lazy steps ever cost more than :data:`LAZY_LIMIT` times the plain passes they
     replace (many near ties, few dimensions), every point is brought up to date and the next
     8 steps update all points, then lazy steps are tried again (and 16 steps the next time,
     32, ...), so the cost stays within about twice the plain one.
     """
-    features = features.to(torch.float32)
-    n = features.shape[0]
+    n, dim = features.shape
     picks = torch.empty(budget, dtype=torch.long)
     if budget == 0:
         return picks
-    points = aligned_rows(features)
-    sq = row_sq_norms(points)
-    row_dots = RowDots(points.shape[1], points.device)
-    picked = aligned_zeros(budget, points.shape[1], points.device)
-    picked_sq = torch.empty(budget, device=points.device)
-    taken = torch.tensor(
-        -1.0, device=points.device
-    )  # a centre's bound: never picked again, even among exact duplicates
+    exponent = grid_exponent([features, centres], dim)
+    points, labeled = on_grid(features, exponent), on_grid(centres, exponent)
+    sq = sq_norms(points)
+    picked = torch.empty(budget, dim, device=points.device)  # grid values: float32 holds them exactly
+    picked_sq = torch.empty(budget, dtype=torch.float64, device=points.device)
+    taken = torch.tensor(-1.0, dtype=torch.float64, device=points.device)  # a centre's bound: below any distance
 
     def pass_with(position: int) -> Tensor:
-        return centre_sq_distances(row_dots(points, points[position]), sq, sq[position])
+        return sq_distances_to(points, sq, points[position], sq[position])
 
     # exact[i]: whether point i's bound holds its distance to the labeled set itself, not an upper bound of it.
     exact: Optional[Tensor] = None
-    if centres.shape[0] >= GROUPED_FROM:
-        bound = nearest_centre_upper_bounds(points, centres)
+    labeled_sq = sq_norms(labeled)
+    if labeled.shape[0] >= GROUPED_FROM:
+        bound = nearest_centre_upper_bounds(points, labeled, sq, labeled_sq)
         exact = torch.zeros(n, dtype=torch.bool, device=points.device)
         start = 0
-    elif centres.shape[0] > 0:
-        bound = nearest_centre_sq_distances(features.contiguous(), centres)
+    elif labeled.shape[0] > 0:
+        bound = nearest_centres(points, labeled, with_index=False, sq_points=sq, sq_centres=labeled_sq)[0]
         start = 0
     else:
         start = 1
@@ -164,7 +158,7 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
         return picks
 
     pass_cost = n  # rows multiplied by one plain pass
-    look_cost = LOOK_BYTES / (4 * points.shape[1])  # a look at the largest bound, in rows multiplied
+    look_cost = LOOK_BYTES / (4 * dim)  # a look at the largest bound, in rows multiplied
     step, eager_steps = start, 8
     while step < budget:
         # Lazy steps, until done or they cost more than the plain passes they replace.
@@ -177,13 +171,13 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
             since = fresh[pick]
             spent += look_cost
             if exact is not None and not exact[pick]:
-                measure_labeled(farthest, exact, features, centres, farthest.padded[:n])
+                measure_labeled(farthest, exact, points, sq, labeled, labeled_sq, farthest.padded[:n])
                 continue
             if since < step:
-                new = centre_sq_distances(row_dots(picked[since:step], points[pick]), sq[pick], picked_sq[since:step])
+                new = sq_distances_to(picked[since:step], picked_sq[since:step], points[pick], sq[pick])
                 farthest.lower(pick, new.min())
                 fresh[pick] = step
-                spent += math.ceil((step - since) / GROUP_ROWS) * GROUP_ROWS
+                spent += step - since
                 continue
             picks[step] = pick
             picked[step], picked_sq[step] = points[pick], sq[pick]
@@ -195,7 +189,7 @@ def k_center_greedy(features: Tensor, centres: Tensor, budget: int, generator: t
         # (picked points keep their -1, below any distance), then update all points after
         # each pick, as the plain algorithm does, for a while (8, 16, 32, ... picks).
         if exact is not None:
-            measure_labeled(farthest, exact, features, centres, None)
+            measure_labeled(farthest, exact, points, sq, labeled, labeled_sq, None)
             exact = None
         bound = farthest.padded[:n].clone()
         folded = torch.tensor(fresh, device=bound.device)
@@ -226,14 +220,17 @@ class Coreset(Strategy):
     measured, in ~64 MB blocks, only if the point comes near the top, and its distance to
     its nearest centre is brought up to date only when it could be the next pick
     (:func:`k_center_greedy`), with the same picks as measuring all of them first and
-    updating all of them after every pick.
+    updating all of them after every pick. Distances are exact, on a fixed-point grid of the
+    features (:mod:`~al_lightning.strategies.distances`), so the picks are the same on any
+    machine, thread count or BLAS.
 
     Cost: O(N·√M·d) for upper bounds of the initial distances and O(N'·M·d) for the N' points
     whose bound reaches the top (at worst the plain O(N·M·d)), then per pick one pass over the
     N bounds plus the few points it has to bring up to date (each against the centres picked
-    since it was last looked at); never much more than the plain O(b·N·d). O(N + b·d) memory
-    beyond the inputs and one block. At ImageNet scale use ``partitioned_coreset``, which
-    divides the initial term by p².
+    since it was last looked at); never much more than the plain O(b·N·d). Products are in
+    float64 (exact on the grid). Memory: the grid, (N + M)·d float32 values, beside the
+    inputs, plus O(N + b·d) and one ~64 MB block. At ImageNet scale use
+    ``partitioned_coreset``, which divides the initial term by p².
     """
 
     requires = ("features", "labeled_features")

@@ -1,187 +1,297 @@
-"""Blocked squared Euclidean distances: no (N, K) or (N, K, d) temporary beyond ~64 MB blocks.
+"""Exact squared Euclidean distances on a fixed-point grid: the same bits on any machine.
 
-Shared by the strategies that look at feature-space geometry (Coreset, BADGE, balancing).
-:class:`RowDots` gives each point the same inner product with a new centre whether it is
-computed with every point or on its own, so that a selection that skips points picks
-exactly what the plain one picks.
+Shared by the strategies that look at feature-space geometry (Coreset, BADGE, their partitioned
+forms, balancing). Every value that decides a pick of ``coreset``, ``partitioned_coreset``,
+``badge`` or ``partitioned_badge`` is computed here, or from values computed here, in exact
+arithmetic, so that no summation order can change it.
+
+**The grid.** The vectors one call compares (the points AND their centres, together) are
+rounded to integers: q = round(x · 2^e) (round half to even), with one exponent e per call,
+
+* B = min(24, ⌊(51 − ⌈log₂ d⌉) / 2⌋) bits for d-dimensional vectors (:func:`grid_bits`:
+  20 at d = 2048, 21 at 512, 22 at 100, 24 at d ≤ 8), and
+* e the integer with 2^(B−1) ≤ m · 2^e < 2^B, m the largest |value| over every vector of the
+  call (:func:`grid_exponent`); e = 0 if all are 0; NaN or ±inf is refused.
+
+So |q| ≤ 2^B ≤ 2^24: float32 holds q exactly (the grid is stored in float32, half the memory of
+float64) and float64 holds every product: a squared norm is at most d·2^(2B) ≤ 2^51, an inner
+product at most that in size, and a squared distance ‖q_x‖² + ‖q_c‖² − 2 q_x·q_c at most
+4·d·2^(2B) ≤ 2^53. Every partial sum, in whatever order a BLAS, a thread split, a GPU kernel or
+a block size takes the terms, is then an integer of at most 53 bits: exact. (Why 51 and not
+52: the distance between q and −q reaches 4·d·2^(2B), which must stay ≤ 2^53.) x · 2^e is
+exact (a power-of-two scale, :func:`on_grid`) and so is the rounding, so the grid itself is a
+function of the values alone.
+
+**What that buys.** Squared distances between grid vectors are exact integers (held in
+float64): a duplicate is exactly 0, a stale nearest distance is an exact upper bound, the
+minimum over some centres is an exact upper bound of the minimum over all, and a row's value
+never depends on the rows, centres, block, thread count or device it was computed with. The
+code that used to make float32 rounding repeatable (aligned rows, padding products to groups
+of rows, a rounding cut-off for near-zero distances, slack for float32 error) is gone.
+
+**The guarantee (issue 19).** Given the same grid inputs (below) and seed, ``coreset``,
+``partitioned_coreset``, ``badge`` and ``partitioned_badge`` return the same indices in the
+same order with any number of DDP ranks (the partitioned forms send partitions to different
+ranks), any blocking or batching of the rows, any torch thread count, any BLAS (MKL, OpenBLAS,
+cuBLAS, whatever kernel or split of the sums it picks), on the CPU or on a CUDA device with
+IEEE-754 float64. Every value that decides a pick is exact or a fixed sequence of correctly
+rounded float64 operations on exact values; every random draw is a call of a seeded CPU
+generator whose arguments are such values. The grid inputs, and what is computed from them:
+
+* ``coreset``, ``partitioned_coreset``: the features and labeled features themselves. Every
+  distance and comparison is exact; without labeled points the first pick is one
+  ``torch.randint`` of the (partition's) generator.
+* ``partitioned_badge``: each partition's pooled gradient embeddings and its labeled part's
+  (one grid for both). Distances are exact integers; the D² draws
+  (:func:`~al_lightning.strategies.badge.d2_sample`) sum the weights by a sequential float64
+  scan on the CPU, so the same weights give the same draw.
+* ``badge``: δ = softmax(z) − onehot(argmax z) and h of the pool and the labeled set (δ on one
+  grid, h on another). The distance ‖g_x − g_y‖² is a fixed sequence of correctly rounded
+  float64 operations on exact integers
+  (:func:`~al_lightning.strategies.gradient_embedding.gradient_sq_distances`): not an integer,
+  but the same bits on any IEEE-754 machine; the draws as for ``partitioned_badge``.
+
+Not covered: how the grid inputs come about. The model's features and logits are whatever the
+model computes. For the two BADGEs, the grid inputs are computed from those by ordinary float
+kernels, row by row: the labeled points' logits (:func:`~al_lightning.strategies.gradient_embedding.head_logits`,
+one float32 matrix product, which a BLAS may round differently by shape and thread count), the
+softmax (exp is not correctly rounded: CPU and CUDA libraries differ in the last bit) and the
+pooling (float64 averages). A last-bit change there moves a grid value only if it crosses a
+rounding midpoint, and then a draw only if the random number falls in the sliver of
+probability that moved; rare, but possible. Nor does exactness make the grid the real numbers:
+the picks are those of the exact algorithm on the grid values, which keep B bits below the
+largest value of the call (a value below 2^-(B+1) of it rounds to 0).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Iterable, Optional
 
 import torch
 from torch import Tensor
 
 #: Bytes of temporaries per block when a computation is streamed over rows (and columns).
 BLOCK_BYTES = 64 << 20
-#: Every product call of :class:`RowDots` and :func:`padded_product` multiplies a multiple of
-#: this many rows (and of centres).
-GROUP_ROWS = 64
-
-#: Squared distances below this fraction of ‖x‖² + ‖y‖² are float32 rounding of the expansion
-#: ‖x‖² + ‖y‖² − 2x·y (a few 1e-7 of it, measured up to C = 1000, d = 2048), so they count as 0:
-#: a duplicate of a centre then gets no D² weight instead of a random tiny one.
-ROUNDING = 1e-5
+#: Bytes of float64 rows converted at a time for a matrix-vector product: stays in cache, so a
+#: float32 grid is read as fast as a float64 one would be, at half the memory.
+CONVERT_BYTES = 2 << 20
+#: The most bits a grid value has (float32 holds integers up to 2^24 exactly).
+MAX_GRID_BITS = 24
 
 
-def expanded_sq_distances(sq_x: Tensor, sq_y: Tensor, cross: Tensor) -> Tensor:
-    """(N, K) ‖x − y‖² = ‖x‖² + ‖y‖² − 2 x·y from squared norms (N,), (K,) and inner products (N, K).
+def grid_bits(dim: int) -> int:
+    """B = min(24, ⌊(51 − ⌈log₂ dim⌉) / 2⌋): grid values of ``dim``-dimensional vectors satisfy |q| ≤ 2^B."""
+    return min(MAX_GRID_BITS, (51 - (max(1, dim) - 1).bit_length()) // 2)
 
-    ``cross`` is overwritten. Values within :data:`ROUNDING` of zero become exactly 0.
+
+def grid_exponent(tensors: Iterable[Optional[Tensor]], dim: int) -> int:
+    """e with 2^(B−1) ≤ m·2^e < 2^B, m the largest |value| in ``tensors`` (None and empty ones skipped), B = :func:`grid_bits`.
+
+    0 when every value is 0. Raises ValueError on NaN or ±inf.
     """
-    scale = sq_x[:, None] + sq_y[None, :]
-    distances = cross.mul_(-2.0).add_(scale)
-    return distances.masked_fill_(distances <= ROUNDING * scale, 0.0)
+    largest = 0.0
+    for tensor in tensors:
+        if tensor is None or tensor.numel() == 0:
+            continue
+        low, high = (float(v) for v in torch.aminmax(tensor.detach()))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(
+                "the distance grid got NaN or infinite values: check the model's features and logits for overflow"
+            )
+        largest = max(largest, -low, high)
+    if largest == 0.0:
+        return 0
+    # largest = f·2^E with 0.5 ≤ f < 1 (frexp is exact), so largest·2^(B−E) = f·2^B.
+    return grid_bits(dim) - math.frexp(largest)[1]
 
 
-def _nearest_in_block(sq_x: Tensor, sq_y: Tensor, cross: Tensor) -> Tensor:
-    """``expanded_sq_distances(sq_x, sq_y, cross).amin(dim=1)``, bit for bit, in three passes over the block instead of seven.
+def _rows(width: int, budget: int) -> int:
+    """Rows of ``width`` float64 values that fit in ``budget`` bytes (at least 1)."""
+    return max(1, budget // (8 * max(1, width)))
 
-    fl(fl(‖x‖² + ‖y‖²) − 2·x·y) is one ``add`` with ``alpha=-2`` (−2·x·y is exact, so fused
-    or not it rounds once, as ``mul_(-2).add_``). The :data:`ROUNDING` cut-off is then applied
-    to the row minima only: a row's minimum after zeroing is 0 if some entry is at or below
-    its cut-off fl(ROUNDING·s) and the plain minimum otherwise (the other entries stay
-    above their cut-offs, which are ≥ 0); no entry can be at or below its cut-off when the
-    minimum is above the row's largest cut-off (rounding is monotone, so that is
-    fl(ROUNDING·fl(‖x‖² + max ‖y‖²))). Only the rows where it is not are checked entry by
-    entry. ``cross`` is overwritten.
+
+def _scaled(values: Tensor, exponent: int) -> Tensor:
+    """``values`` (float64) times 2^exponent, exactly: in steps that stay within float64's range."""
+    while exponent:
+        step = max(-1000, min(1000, exponent))
+        values = values * math.ldexp(1.0, step)
+        exponent -= step
+    return values
+
+
+def on_grid(x: Tensor, exponent: int) -> Tensor:
+    """(n, d) float32 grid values q = round(x · 2^exponent), round half to even, in row blocks.
+
+    With ``exponent`` from :func:`grid_exponent` over tensors that include ``x``, |q| ≤ 2^24
+    and float32 holds q exactly. Works on float32 and float64 inputs (the values as given).
+    x · 2^exponent is exact: in float32 for a float32 input and 2^-126 ≤ 2^exponent ≤ 2^100 (a
+    product that leaves float32's normal range, or a subnormal input, is below 2^-26 and rounds
+    to 0 however a device treats subnormals), in float64 otherwise.
     """
-    scale = sq_x[:, None] + sq_y[None, :]
-    distances = torch.add(scale, cross, alpha=-2.0, out=cross)
-    minima = distances.amin(dim=1)
-    unsure = (minima <= ROUNDING * (sq_x + sq_y.amax())).nonzero().squeeze(1)
-    if unsure.numel():
-        cut = distances[unsure] <= ROUNDING * scale[unsure]
-        minima[unsure] = torch.where(cut.any(dim=1), 0.0, minima[unsure])
-    return minima
+    x = x.detach()
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    step = _rows(x.shape[1] if x.dim() > 1 else 1, CONVERT_BYTES)
+    in_float32 = x.dtype == torch.float32 and -126 <= exponent <= 100
+    for start in range(0, x.shape[0], step):
+        block = out[start : start + step]
+        if in_float32:
+            torch.mul(x[start : start + step], math.ldexp(1.0, exponent), out=block)
+        else:
+            block.copy_(_scaled(x[start : start + step].to(torch.float64), exponent))
+        block.round_()
+    return out
 
 
-def _nearest(
-    sq_x: Tensor, sq_y: Tensor, cross: Callable[[slice, slice], Tensor], with_index: bool
+class _Float64Rows:
+    """Row blocks of a float32 grid matrix converted to float64 in one reused buffer (no fresh pages per block)."""
+
+    def __init__(self, matrix: Tensor, rows: int) -> None:
+        self.matrix = matrix
+        self.buffer = torch.empty(max(1, rows), matrix.shape[1], dtype=torch.float64, device=matrix.device)
+
+    def __call__(self, start: int, stop: int, positions: Optional[Tensor] = None) -> Tensor:
+        """Rows ``start:stop`` of the matrix, or of ``positions`` (rows ``positions[start:stop]``), as float64."""
+        block = self.buffer[: stop - start]
+        source = self.matrix[start:stop] if positions is None else self.matrix.index_select(0, positions[start:stop])
+        return block.copy_(source)
+
+
+def sq_norms(q: Tensor) -> Tensor:
+    """(N,) float64 ‖q‖² of each row of a grid matrix: exact."""
+    out = torch.empty(q.shape[0], dtype=torch.float64, device=q.device)
+    step = _rows(q.shape[1], CONVERT_BYTES)
+    rows = _Float64Rows(q, min(step, q.shape[0]))
+    for start in range(0, q.shape[0], step):
+        stop = min(q.shape[0], start + step)
+        torch.sum(rows(start, stop).square_(), 1, out=out[start:stop])
+    return out
+
+
+def dots(q: Tensor, vector: Tensor, rows: Optional[Tensor] = None) -> Tensor:
+    """(n,) float64 inner products of a grid vector (d,) with the rows of a grid matrix (all, or those at ``rows``): exact.
+
+    Row blocks of the float32 grid are converted to float64 in a small reused buffer.
+    """
+    vector = vector.to(torch.float64)
+    n = q.shape[0] if rows is None else rows.numel()
+    out = torch.empty(n, dtype=torch.float64, device=q.device)
+    step = _rows(q.shape[1], CONVERT_BYTES)
+    converted = _Float64Rows(q, min(step, n))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        torch.mv(converted(start, stop, rows), vector, out=out[start:stop])
+    return out
+
+
+def sq_distances_to(q: Tensor, sq: Tensor, centre: Tensor, centre_sq: Tensor, rows: Optional[Tensor] = None) -> Tensor:
+    """(n,) float64 exact ‖x − c‖² from the rows of ``q`` (all, or those at ``rows``) to one grid vector ``centre``.
+
+    ``sq`` holds the rows' squared norms (all N), ``centre_sq`` the centre's (:func:`sq_norms`).
+    """
+    products = dots(q, centre, rows)
+    return products.mul_(-2.0).add_(sq if rows is None else sq[rows]).add_(centre_sq)
+
+
+def nearest_centres(
+    points: Tensor,
+    centres: Tensor,
+    with_index: bool = True,
+    sq_points: Optional[Tensor] = None,
+    sq_centres: Optional[Tensor] = None,
+    rows: Optional[Tensor] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
-    n, k = sq_x.numel(), sq_y.numel()
-    cols = max(1, min(k, 4096))
-    rows = max(GROUP_ROWS, BLOCK_BYTES // (16 * cols) // GROUP_ROWS * GROUP_ROWS)
-    nearest = torch.full((n,), torch.inf, device=sq_x.device)
-    index = torch.zeros(n, dtype=torch.long, device=sq_x.device) if with_index else None
-    for r in range(0, n, rows):
-        rs = slice(r, r + rows)
-        for c in range(0, k, cols):
-            cs = slice(c, c + cols)
+    """(n,) float64 exact ‖x − c‖² from every grid row of ``points`` to its nearest row of ``centres``, and that row's position.
+
+    ``rows``: only the points at these positions (n of them), gathered a block at a time. The
+    position is the lowest among equally near centres. Blocks of centres (~64 MB in float64)
+    and of points (~4 MB) keep temporaries bounded whatever N and K are; since every value is
+    exact, the blocks change nothing. ``with_index=False`` returns None for the positions.
+    Pass the squared norms (:func:`sq_norms`, of all N points) if known.
+    """
+    n = points.shape[0] if rows is None else rows.numel()
+    k, dim = centres.shape
+    sq_points = sq_norms(points) if sq_points is None else sq_points
+    if rows is not None:
+        sq_points = sq_points[rows]
+    sq_centres = sq_norms(centres) if sq_centres is None else sq_centres
+    cols = max(1, min(k, _rows(dim, BLOCK_BYTES)))
+    step = max(1, min(n, _rows(dim, 2 * CONVERT_BYTES), _rows(cols, 2 * CONVERT_BYTES)))
+    converted = _Float64Rows(points, step)
+    products = torch.empty(step, cols, dtype=torch.float64, device=points.device)
+    nearest = torch.full((n,), torch.inf, dtype=torch.float64, device=points.device)
+    index = torch.zeros(n, dtype=torch.long, device=points.device) if with_index else None
+    for c in range(0, k, cols):  # centres outside: each block converted once
+        cs = slice(c, min(k, c + cols))
+        block_centres = centres[cs].to(torch.float64).T
+        for r in range(0, n, step):
+            rs = slice(r, min(n, r + step))
+            # ‖c‖² − 2x·c, then + ‖x‖² on the row minima: exact, so the order is free.
+            block = torch.mm(
+                converted(rs.start, rs.stop, rows), block_centres, out=products[: rs.stop - r, : cs.stop - c]
+            )
+            block.mul_(-2.0).add_(sq_centres[cs])
             if index is None:
-                torch.minimum(nearest[rs], _nearest_in_block(sq_x[rs], sq_y[cs], cross(rs, cs)), out=nearest[rs])
+                torch.minimum(nearest[rs], block.amin(dim=1).add_(sq_points[rs]), out=nearest[rs])
                 continue
-            block = expanded_sq_distances(sq_x[rs], sq_y[cs], cross(rs, cs))
-            # The same minimum as amin (a minimum is exact); a later block wins only if strictly nearer.
-            values, positions = block.min(dim=1)
-            nearer = values < nearest[rs]
+            values, positions = block.min(dim=1)  # the first of equal minima
+            values.add_(sq_points[rs])
+            nearer = values < nearest[rs]  # a later block only if strictly nearer: the lowest position overall
             nearest[rs] = torch.where(nearer, values, nearest[rs])
             index[rs] = torch.where(nearer, positions + c, index[rs])
     return nearest, index
 
 
-def nearest_sq_distances(sq_x: Tensor, sq_y: Tensor, cross: Callable[[slice, slice], Tensor]) -> Tensor:
-    """(N,) squared distance from each of N points to the nearest of K centres.
+def nearest_centre_sq_distances(points: Tensor, centres: Tensor, sq_points: Optional[Tensor] = None) -> Tensor:
+    """(N,) float64 exact squared distance from every grid row of ``points`` to its nearest row of ``centres``."""
+    return nearest_centres(points, centres, with_index=False, sq_points=sq_points)[0]
 
-    ``cross(rows, cols)`` returns the (rows, cols) block of inner products; blocks are sized so
-    that temporaries stay near :data:`BLOCK_BYTES`, whatever N and K are.
+
+def squared_distances(points: Tensor, centres: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(N, K) exact squared distances between grid rows of ``points`` and of ``centres``, in row blocks.
+
+    Exact in float64; ``dtype=torch.float32`` rounds each exact value once (half the memory).
     """
-    return _nearest(sq_x, sq_y, cross, with_index=False)[0]
-
-
-def nearest_centre_sq_distances(points: Tensor, centres: Tensor) -> Tensor:
-    """(N,) squared distance from every row of ``points`` to its nearest row of ``centres``."""
-    return nearest_centres(points, centres, with_index=False)[0]
-
-
-def row_sq_norms(points: Tensor) -> Tensor:
-    """(N,) ‖x‖² of each row as ``points.square().sum(1)`` computes it, bit for bit, in ~1 MB row blocks.
-
-    No (N, d) temporary: the squares of one block at a time, in one reused buffer (a fresh
-    large temporary costs a page fault per 4 kB).
-    """
-    out = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
-    rows = max(1, (1 << 20) // (points.element_size() * max(1, points.shape[1])))
-    buffer = torch.empty(min(rows, points.shape[0]), points.shape[1], dtype=points.dtype, device=points.device)
-    for start in range(0, points.shape[0], rows):
-        block = points[start : start + rows]
-        squares = torch.square(block, out=buffer[: block.shape[0]])
-        torch.sum(squares, 1, out=out[start : start + block.shape[0]])
+    n = points.shape[0]
+    sq_points, sq_centres = sq_norms(points), sq_norms(centres)
+    centres64 = centres.to(torch.float64).T
+    out = torch.empty(n, centres.shape[0], dtype=dtype, device=points.device)
+    step = max(1, min(n, _rows(points.shape[1], 2 * CONVERT_BYTES), _rows(centres.shape[0], 2 * CONVERT_BYTES)))
+    converted = _Float64Rows(points, step)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        block = torch.mm(converted(start, stop), centres64).mul_(-2.0).add_(sq_centres)
+        out[start:stop] = block.add_(sq_points[start:stop, None])
     return out
 
 
-def _padded(matrix: Tensor, rows: int) -> Tensor:
-    """``matrix`` with zero rows appended up to ``rows`` (itself if it has them)."""
-    if matrix.shape[0] == rows:
-        return matrix
-    out = torch.zeros(rows, matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
-    out[: matrix.shape[0]] = matrix
+def _nearest_means(points: Tensor, means: Tensor) -> Tensor:
+    """(N,) position of the nearest of G ``means`` to each row of ``points``, by float32 products: approximate.
+
+    For grouping only: a point given a group that is not quite the nearest gets a looser bound,
+    never a wrong one, so this need not be exact (and is twice as fast as float64).
+    """
+    means = means.float()
+    means_sq = means.square().sum(1)
+    out = torch.empty(points.shape[0], dtype=torch.long, device=points.device)
+    step = max(1, _rows(points.shape[1], 4 * CONVERT_BYTES) * 2)
+    for start in range(0, points.shape[0], step):
+        block = points[start : start + step].float()
+        out[start : start + block.shape[0]] = torch.addmm(means_sq, block, means.T, alpha=-2.0).argmin(dim=1)
     return out
-
-
-def _whole_groups(count: int) -> int:
-    return -(-count // GROUP_ROWS) * GROUP_ROWS
-
-
-def padded_product(points: Tensor, centres: Tensor) -> Callable[[slice, slice], Tensor]:
-    """``cross(rows, cols)``: the block ``points[rows] @ centres[cols].T``, each entry the same whichever rows and centres share the call.
-
-    BLAS picks other kernels, which round differently, for calls with few rows or columns
-    (below 8 or so on MKL; a 1-row call is a matrix-vector product). Every call here
-    multiplies whole groups of :data:`GROUP_ROWS` rows by whole groups of :data:`GROUP_ROWS`
-    centres (the last ones padded with zeros, their products dropped), so the value for a
-    pair depends on the two rows alone (measured on MKL, 1 and 2 threads, d from 1 to 2048):
-    the distances of some rows to the centres, computed on their own, are those of the full
-    computation bit for bit. ``centres`` is padded once; rows are padded per call, and only in
-    a last, partial group.
-    """
-    count = centres.shape[0]
-    centres = _padded(centres, _whole_groups(count))
-
-    def cross(rows: slice, cols: slice) -> Tensor:
-        block = points[rows]
-        n = block.shape[0]
-        stop = min(count, cols.stop)
-        product = _padded(block, _whole_groups(n)) @ centres[cols.start : _whole_groups(stop)].T
-        return product if product.shape == (n, stop - cols.start) else product[:n, : stop - cols.start].contiguous()
-
-    return cross
-
-
-def nearest_centres(points: Tensor, centres: Tensor, with_index: bool = True) -> tuple[Tensor, Optional[Tensor]]:
-    """(N,) squared distance from every row of ``points`` to its nearest row of ``centres``, and that row's position.
-
-    The distances are bit for bit those of :func:`nearest_centre_sq_distances` (the same blocks),
-    and a row's distance does not depend on the other rows (:func:`padded_product`): computing
-    it for some rows gives their values in a computation for all. The position is the first
-    nearest centre within a block of columns, and a later block's only if strictly nearer.
-    ``with_index=False`` returns None for the positions.
-    """
-    points, centres = points.float(), centres.float()
-    sq_points, sq_centres = row_sq_norms(points), row_sq_norms(centres)
-    return _nearest(sq_points, sq_centres, padded_product(points, centres), with_index)
-
-
-def skip_slack(dim: int) -> float:
-    """Relative error bound μ of one expanded squared distance in float32, ROUNDING's zeroing included.
-
-    |computed − exact| ≤ μ·(‖x‖² + ‖y‖²) for any summation order of a ``dim``-term inner product
-    ((2·dim + 8) units in the last place, plus :data:`ROUNDING`), doubled for safety.
-    """
-    return 2.0 * ((2 * dim + 8) * 2.0**-24 + ROUNDING)
 
 
 def _centre_groups(centres: Tensor, groups: int, steps: int = 3) -> tuple[Tensor, Tensor]:
-    """(G, d) means and (K,) group of each centre: ``steps`` Lloyd steps from evenly spaced centres (no randomness)."""
-    means = centres[torch.linspace(0, centres.shape[0] - 1, groups).round().long()].clone()
-    assign = nearest_centres(centres, means)[1]
+    """(G, d) float32 means and (K,) group of each centre: ``steps`` Lloyd steps from evenly spaced centres (no randomness)."""
+    means = centres[torch.linspace(0, centres.shape[0] - 1, groups).round().long()].float()
+    assign = _nearest_means(centres, means)
     for _ in range(steps):
-        sums = torch.zeros_like(means).index_add_(0, assign, centres)
+        sums = torch.zeros(groups, centres.shape[1], dtype=torch.float64, device=centres.device)
+        sums.index_add_(0, assign, centres.to(torch.float64))
         counts = torch.bincount(assign, minlength=groups)
         filled = counts > 0  # an empty group keeps its mean
-        means[filled] = sums[filled] / counts[filled, None]
-        assign = nearest_centres(centres, means)[1]
+        means[filled] = (sums[filled] / counts[filled, None]).float()
+        assign = _nearest_means(centres, means)
     return means, assign
 
 
@@ -189,149 +299,34 @@ def _centre_groups(centres: Tensor, groups: int, steps: int = 3) -> tuple[Tensor
 GROUPED_FROM = 256
 
 
-def nearest_centre_upper_bounds(points: Tensor, centres: Tensor) -> Tensor:
-    """(N,) values at least :func:`nearest_centre_sq_distances` (its float32 values, bit for bit), in ~2·√K products per point.
+def nearest_centre_upper_bounds(
+    points: Tensor, centres: Tensor, sq_points: Optional[Tensor] = None, sq_centres: Optional[Tensor] = None
+) -> Tensor:
+    """(N,) exact upper bounds of :func:`nearest_centre_sq_distances`, in ~2·√K products per point.
 
-    The K centres are grouped (√K groups, a few Lloyd steps) and each point is measured only
-    against the centres of the group whose mean is nearest, then raised by :func:`skip_slack`
-    times ‖x‖² + max ‖c‖², the most by which float32 rounding can put the plain computation
-    below this one. Any grouping gives a valid bound; a point whose nearest centre lies in
-    another group just gets a looser one. For a selection that needs the exact value only
-    for the points that come near the top (greedy k-center). With fewer than
-    :data:`GROUPED_FROM` centres the plain values themselves.
+    The K grid centres are grouped (√K groups, a few Lloyd steps) and each point is measured
+    only against the centres of the group whose mean is nearest: the exact distance to the
+    nearest of some centres is at least the distance to the nearest of all. Any grouping gives a
+    valid bound; a point whose nearest centre lies in another group just gets a looser one, so
+    the grouping is done in float32 (approximate, twice as fast). For
+    a selection that needs the exact value only for the points that come near the top (greedy
+    k-center). With fewer than :data:`GROUPED_FROM` centres, the distances themselves.
     """
-    points, centres = points.float(), centres.float()
+    sq_points = sq_norms(points) if sq_points is None else sq_points
+    sq_centres = sq_norms(centres) if sq_centres is None else sq_centres
     count = centres.shape[0]
     if count < GROUPED_FROM:
-        return nearest_centre_sq_distances(points, centres)
+        return nearest_centres(points, centres, with_index=False, sq_points=sq_points, sq_centres=sq_centres)[0]
     means, members = _centre_groups(centres, round(count**0.5))
-    sq_points, sq_centres = row_sq_norms(points), row_sq_norms(centres)  # once, for every call below
-    group_of_point = _nearest(sq_points, row_sq_norms(means), padded_product(points, means), with_index=True)[1]
-    bounds = torch.empty(points.shape[0], device=points.device)
+    group_of_point = _nearest_means(points, means)
+    bounds = torch.empty(points.shape[0], dtype=torch.float64, device=points.device)
     order = torch.argsort(group_of_point, stable=True)
     ends = torch.bincount(group_of_point, minlength=means.shape[0]).cumsum(0).tolist()
-    rows = max(GROUP_ROWS, BLOCK_BYTES // (4 * points.shape[1]) // GROUP_ROWS * GROUP_ROWS)
     start = 0
     for group, end in enumerate(ends):
-        inside = members == group
-        for first in range(start, end, rows):
-            chosen = order[first : min(end, first + rows)]
-            cross = padded_product(points[chosen], centres[inside])
-            bounds[chosen] = _nearest(sq_points[chosen], sq_centres[inside], cross, with_index=False)[0]
+        inside = (members == group).nonzero().squeeze(1)
+        if end > start:
+            chosen = order[start:end]
+            bounds[chosen] = nearest_centres(points, centres[inside], False, sq_points, sq_centres[inside], chosen)[0]
         start = end
-    slack = skip_slack(points.shape[1])
-    return bounds.add_(sq_points.add_(float(sq_centres.max())), alpha=slack)
-
-
-#: Rows handed to :class:`RowDots` start at multiples of this many bytes.
-ALIGN_BYTES = 64
-
-
-def _row_stride(dim: int) -> int:
-    per = ALIGN_BYTES // 4
-    return -(-max(1, dim) // per) * per
-
-
-def is_aligned(matrix: Tensor) -> bool:
-    """Whether ``matrix`` is float32 with unit column stride and every row starting at :data:`ALIGN_BYTES`."""
-    return (
-        matrix.dtype == torch.float32
-        and matrix.dim() == 2
-        and (matrix.stride(1) == 1 or matrix.shape[1] <= 1)
-        and (matrix.stride(0) * 4) % ALIGN_BYTES == 0
-        and matrix.data_ptr() % ALIGN_BYTES == 0
-    )
-
-
-def aligned_rows(matrix: Tensor) -> Tensor:
-    """``matrix`` in float32 with each row starting at a multiple of :data:`ALIGN_BYTES`: itself if it is, else a copy.
-
-    A copy has rows of ``dim`` values padded to a multiple of 16 (a view, ``stride(0)`` the padded
-    width). :class:`RowDots` needs it: BLAS peels unaligned leading elements, so a row's
-    rounding would depend on where it lies in memory.
-    """
-    matrix = matrix.detach()
-    if is_aligned(matrix):
-        return matrix
-    out = aligned_zeros(matrix.shape[0], matrix.shape[1], matrix.device)
-    out.copy_(matrix)
-    return out
-
-
-def aligned_zeros(n: int, dim: int, device: torch.device) -> Tensor:
-    """(n, dim) float32 zeros whose rows start at multiples of :data:`ALIGN_BYTES` (a view into padded storage)."""
-    stride = _row_stride(dim)
-    storage = torch.zeros(n * stride + ALIGN_BYTES // 4, dtype=torch.float32, device=device)
-    skip = (-storage.data_ptr() % ALIGN_BYTES) // 4
-    return storage[skip : skip + n * stride].view(n, stride)[:, :dim]
-
-
-class RowDots:
-    """Inner products of a vector with rows of a matrix, the same for a row whichever rows are computed with it.
-
-    BLAS rounds a row's product differently depending on the call it is part of (MKL's
-    sgemv takes rows in groups and treats the rows of a last, incomplete group, and rows
-    that do not start on an aligned address, differently: a row of a (313, d) call and of a
-    (10000, d) call can differ in the last bit), so a greedy selection that updates only some
-    points would drift, by a rounding, from one that updates all of them, and a near tie would
-    then go the other way. Here every call multiplies a multiple of :data:`GROUP_ROWS` aligned
-    rows (:func:`aligned_rows`): a whole matrix in one call, its last rows padded in a buffer,
-    or chosen rows gathered into that buffer. The value for a row then depends on the row and
-    the vector alone (measured on MKL, 1 and 2 threads, d from 1 to 4096; also the same with
-    the roles of row and vector swapped), and a full pass is as fast as one ``torch.mv``.
-    One instance keeps the buffer for ``dim``-wide rows, so that many small calls allocate
-    nothing.
-    """
-
-    def __init__(self, dim: int, device: torch.device) -> None:
-        self.dim = dim
-        self.device = device
-        self.scratch = aligned_zeros(GROUP_ROWS, dim, device)
-
-    def _buffer(self, rows: int) -> Tensor:
-        padded = -(-rows // GROUP_ROWS) * GROUP_ROWS
-        if self.scratch.shape[0] < padded:
-            # Zeros at first; later rows of an earlier call: finite, and they change no other row.
-            self.scratch = aligned_zeros(max(padded, 2 * self.scratch.shape[0]), self.dim, self.device)
-        return self.scratch[:padded]
-
-    def __call__(self, matrix: Tensor, vector: Tensor, rows: Optional[Tensor] = None) -> Tensor:
-        """(n,) float32 inner products of ``vector`` with the rows of ``matrix`` (all, in order, or those at ``rows``).
-
-        ``matrix`` is an (N, d) float32 matrix from :func:`aligned_rows` (or rows of one);
-        ``vector`` a (d,) float32 tensor (a row of such a matrix, or any contiguous one).
-        """
-        if not is_aligned(matrix):
-            raise ValueError("RowDots needs a matrix from aligned_rows()")
-        if vector.data_ptr() % ALIGN_BYTES or not vector.is_contiguous():
-            vector = vector.contiguous().clone()  # fresh allocations are aligned
-        if rows is not None:
-            buffer = self._buffer(rows.numel())
-            chosen = buffer[: rows.numel()]
-            if chosen.is_contiguous():
-                torch.index_select(matrix, 0, rows, out=chosen)
-            else:
-                chosen.copy_(matrix.index_select(0, rows))
-            return torch.mv(buffer, vector)[: rows.numel()]
-        n = matrix.shape[0]
-        whole = n // GROUP_ROWS * GROUP_ROWS
-        out = torch.empty(n, dtype=matrix.dtype, device=matrix.device)
-        if whole:
-            torch.mv(matrix[:whole], vector, out=out[:whole])
-        if whole < n:
-            buffer = self._buffer(n - whole)
-            buffer[: n - whole].copy_(matrix[whole:])
-            out[whole:] = torch.mv(buffer, vector)[: n - whole]
-        return out
-
-
-def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
-    """(N, K) squared distances between rows of ``points`` and of ``centres``, computed in row blocks."""
-    points, centres = points.float(), centres.float()
-    sq_points, sq_centres = points.square().sum(1), centres.square().sum(1)
-    out = torch.empty(points.shape[0], centres.shape[0], device=points.device)
-    rows = max(1, BLOCK_BYTES // (4 * max(centres.shape[0], points.shape[1])))
-    for start in range(0, points.shape[0], rows):
-        block = slice(start, start + rows)
-        out[block] = expanded_sq_distances(sq_points[block], sq_centres, points[block] @ centres.T)
-    return out
+    return bounds

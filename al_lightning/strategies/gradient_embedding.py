@@ -8,21 +8,32 @@ and 2-D average pooling factor into O(C + d) work per point, no backward pass an
 matrix: at ImageNet scale (C = 1000, d = 2048) one embedding has 2M entries, 8 MB in float32.
 
 The sign of δ does not matter (Ash et al.'s code uses onehot − softmax): distances are the same.
+
+For selection, δ and h go on fixed-point grids (:class:`GradientGrid`,
+:mod:`~al_lightning.strategies.distances`): their inner products are then exact integers, and
+a distance between embeddings is a fixed sequence of correctly rounded float64 operations on
+them (:func:`gradient_sq_distances`), the same bits on any device, thread count or BLAS.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from al_lightning.strategies.distances import BLOCK_BYTES, expanded_sq_distances
+from al_lightning.strategies.distances import BLOCK_BYTES, dots, grid_exponent, on_grid, sq_norms
 
 
 def head_logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """Logits h Wᵀ + b of the linear head, for points whose logits the caller does not have (the labeled set)."""
+    """Logits h Wᵀ + b of the linear head, for points whose logits the caller does not have (the labeled set).
+
+    One float32 matrix product: like the model's own logits, its last bits may depend on the
+    BLAS, the thread count and the shape of the call (outside the exactness promise of
+    :mod:`~al_lightning.strategies.distances`).
+    """
     return torch.addmm(bias.detach().float(), features.detach().float(), weight.detach().float().T)
 
 
@@ -40,27 +51,94 @@ def gradient_factors(logits: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def gradient_sq_norms(delta: Tensor, features: Tensor) -> Tensor:
-    """(N,) ‖g‖² = ‖δ‖²·‖h‖², O(N·(C + d))."""
+    """(N,) ‖g‖² = ‖δ‖²·‖h‖² in float32, O(N·(C + d)) (for looking at embeddings; selection uses :class:`GradientGrid`)."""
     return torch.linalg.vector_norm(delta, dim=1).square() * torch.linalg.vector_norm(features, dim=1).square()
 
 
-def gradient_sq_distances(
-    delta_x: Tensor,
-    h_x: Tensor,
-    delta_y: Tensor,
-    h_y: Tensor,
-    sq_x: Optional[Tensor] = None,
-    sq_y: Optional[Tensor] = None,
-) -> Tensor:
-    """(N, K) squared distances between gradient embeddings of N points x and K points y.
+@dataclass(frozen=True)
+class GradientGrid:
+    """Gradient embeddings g = δ ⊗ h of some points, held as their two factors on fixed-point grids.
 
-    ‖g_x − g_y‖² = ‖δ_x‖²‖h_x‖² + ‖δ_y‖²‖h_y‖² − 2(δ_x·δ_y)(h_x·h_y): O(N·K·(C + d)), so the
-    distances from all points to one centre cost O(N·(C + d)). Pass the squared norms if known.
+    ``delta`` (n, C) and ``h`` (n, d) are float32 integers q_δ = round(δ·2^e_δ), q_h = round(h·2^e_h)
+    (:func:`~al_lightning.strategies.distances.on_grid`); ``sq`` (n,) float64 is
+    fl(‖q_δ‖²·‖q_h‖²), the squared norm of q_δ ⊗ q_h (two exact integers, one rounding).
+    The grid embedding is g·2^``exponent`` up to the rounding of the factors, ``exponent`` = e_δ + e_h.
     """
-    sq_x = gradient_sq_norms(delta_x, h_x) if sq_x is None else sq_x
-    sq_y = gradient_sq_norms(delta_y, h_y) if sq_y is None else sq_y
-    cross = (delta_x @ delta_y.T).mul_(h_x @ h_y.T)
-    return expanded_sq_distances(sq_x, sq_y, cross)
+
+    delta: Tensor
+    h: Tensor
+    sq: Tensor
+    exponent: int
+
+    def __len__(self) -> int:
+        return self.delta.shape[0]
+
+
+def gradient_grids(*factors: tuple[Tensor, Tensor]) -> list[GradientGrid]:
+    """The (δ, h) pairs of :func:`gradient_factors` for several point sets (the pool, the labeled set) on common grids.
+
+    One exponent for every δ (from the largest |δ| of all the sets, C dimensions) and one for
+    every h (d dimensions), by :func:`~al_lightning.strategies.distances.grid_exponent`, so
+    that distances between the sets are exact functions of the grid values.
+    """
+    exponent_delta = grid_exponent([delta for delta, _ in factors], factors[0][0].shape[1])
+    exponent_h = grid_exponent([h for _, h in factors], factors[0][1].shape[1])
+    grids = []
+    for delta, h in factors:
+        q_delta, q_h = on_grid(delta, exponent_delta), on_grid(h, exponent_h)
+        grids.append(
+            GradientGrid(q_delta, q_h, torch.mul(sq_norms(q_delta), sq_norms(q_h)), exponent_delta + exponent_h)
+        )
+    return grids
+
+
+def gradient_sq_distances(sq_x: Tensor, sq_y: Tensor, delta_dots: Tensor, h_dots: Tensor) -> Tensor:
+    """‖g_x − g_y‖² of grid embeddings from their squared norms and the exact inner products of their factors.
+
+    ‖q_δ ⊗ q_h − q_δ' ⊗ q_h'‖² = ‖g_x‖² + ‖g_y‖² − 2(q_δ·q_δ')(q_h·q_h'), computed as exactly this
+    sequence of float64 operations, each a separate elementwise torch call:
+
+        t = fl(a·b)                 a = q_δ·q_δ', b = q_h·q_h' (``delta_dots``, ``h_dots``: exact integers)
+        s = fl(sq_x + sq_y)         sq = fl(‖q_δ‖²·‖q_h‖²) (:class:`GradientGrid`)
+        D = max(fl(s − 2t), 0)      (2t is exact, so fused or not this rounds once)
+
+    IEEE-754 rounds each operation correctly (to nearest, ties to even), so D is the same
+    bits on any CPU or CUDA device with float64, and a point's value never depends on the
+    others computed with it. Not an integer (the products have up to 104 bits), but a
+    duplicate (same factors) gets exactly 0. The clamp removes the rounding below 0 of near
+    duplicates. Broadcasts: (n,) with () or (n, 1) with (1, k). ``delta_dots`` is overwritten.
+    """
+    products = torch.mul(delta_dots, h_dots, out=delta_dots)
+    return torch.add(sq_x, sq_y).add_(products, alpha=-2.0).clamp_min_(0.0)
+
+
+def gradient_sq_distances_to(grid: GradientGrid, position: int) -> Tensor:
+    """(n,) :func:`gradient_sq_distances` from every point of ``grid`` to its point at ``position``."""
+    delta_dots = dots(grid.delta, grid.delta[position])
+    h_dots = dots(grid.h, grid.h[position])
+    return gradient_sq_distances(grid.sq, grid.sq[position], delta_dots, h_dots)
+
+
+def nearest_gradient_sq_distances(points: GradientGrid, centres: GradientGrid) -> Tensor:
+    """(n,) the smallest :func:`gradient_sq_distances` from each of ``points`` to any of ``centres``, in ~64 MB blocks.
+
+    The inner products of the factors are exact float64 matrix products of the grid values, so a
+    point's value does not depend on the block it is computed in.
+    """
+    n, k = len(points), len(centres)
+    nearest = torch.full((n,), torch.inf, dtype=torch.float64, device=points.sq.device)
+    cols = max(1, min(k, 2048))
+    rows = max(1, BLOCK_BYTES // (8 * max(2 * cols, points.delta.shape[1] + points.h.shape[1])))
+    for c in range(0, k, cols):
+        cs = slice(c, min(k, c + cols))
+        centre_delta, centre_h = centres.delta[cs].to(torch.float64), centres.h[cs].to(torch.float64)
+        for r in range(0, n, rows):
+            rs = slice(r, min(n, r + rows))
+            delta_dots = torch.mm(points.delta[rs].to(torch.float64), centre_delta.T)
+            h_dots = torch.mm(points.h[rs].to(torch.float64), centre_h.T)
+            block = gradient_sq_distances(points.sq[rs, None], centres.sq[None, cs], delta_dots, h_dots)
+            torch.minimum(nearest[rs], block.amin(dim=1), out=nearest[rs])
+    return nearest
 
 
 def pool_bounds(length: int, pooled_dim: int) -> tuple[Tensor, Tensor]:

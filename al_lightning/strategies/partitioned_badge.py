@@ -10,14 +10,11 @@ from torch import Tensor
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies.badge import d2_sample
 from al_lightning.strategies.distances import (
-    ROUNDING,
-    RowDots,
-    aligned_rows,
-    expanded_sq_distances,
-    nearest_centre_sq_distances,
+    grid_exponent,
     nearest_centres,
-    row_sq_norms,
-    skip_slack,
+    on_grid,
+    sq_distances_to,
+    sq_norms,
 )
 from al_lightning.strategies.gradient_embedding import (
     POOLED_DIM,
@@ -30,284 +27,241 @@ from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.partitions import PartitionedStrategy
 from al_lightning.strategies.registry import register
 
-
-def embedding_sq_distances(dots: Tensor, sq_points: Tensor, sq_centre: Tensor) -> Tensor:
-    """(n,) squared distances to one centre from inner products ``dots`` (overwritten): :func:`expanded_sq_distances`'s formula.
-
-    Elementwise, so a point's value is the same bit for bit whether it is computed with all
-    points or on its own (given the same inner product).
-    """
-    return expanded_sq_distances(sq_points, sq_centre.reshape(1), dots[:, None]).squeeze(1)
-
-
-#: Unit roundoff of float32.
-_U32 = 2.0**-24
-
-
-def _gamma(terms: int) -> float:
-    """γ_k = k·u/(1 − k·u): |computed − exact| ≤ γ_k·Σ|terms| for a float32 sum of k products, in any order."""
-    return terms * _U32 / (1 - terms * _U32)
+#: Bounds computed in float64 are raised by (1 + 2^-40) (and by 2^-40 of a norm): far more than its rounding.
+_UP = 1 + 2.0**-40
 
 
 class RankOneBounds:
-    """Certified bounds on each point's squared distance to a new centre, from a rank-one factorisation of the embeddings.
+    """Lower bounds on each point's exact squared distance to a new centre, from a rank-one factorisation of its grid values.
 
-    A pooled gradient embedding is the flattened (h, w) outer product of the class-bin means
-    of δ and the feature-bin means of h (:func:`~al_lightning.strategies.gradient_embedding.pool_outer`),
-    stored in float32: each row X of ``points`` is U ⊗ V + E with U (h,) and V (w,) read off X
-    (V its row and U its column through the largest entry, over that entry) and E, the rounding
-    left over, measured (‖E‖ in float64, rounded up). Then ⟨X, X'⟩ = ⟨U, U'⟩·⟨V, V'⟩ + ⟨E, X'⟩
-    + ⟨U ⊗ V, E'⟩, so h + w products per point give the inner product with a new centre to
-    within δ = γ_P·‖X‖·‖X'‖ (how far float32 can take the P-term product, any order)
-    + ‖E‖·‖X'‖ + ‖U‖‖V‖·‖E'‖ + (γ_h + γ_w + 2u)·‖U‖‖V‖·‖U'‖‖V'‖ (the short products' rounding),
-    and the squared distance as the plain seeding computes it, fl(fl(‖x‖² + ‖c‖²) − 2·fl(x·c)),
-    to within 2δ + 2.01u·(‖x‖² + ‖c‖²) (and, should values underflow, a few hundred times the
-    smallest subnormal: each operation may lose half of one). A point whose lower bound is above its current
-    nearest distance (and above the :data:`~al_lightning.strategies.distances.ROUNDING`
-    cut-off, below which a distance becomes 0) cannot move, whatever the rounding. Rows that
-    are not rank-one (any other data) only get large residuals, hence no skipping: never a
-    wrong one. :meth:`build` returns None when no (h, w) split of P with h, w ≥ 2 leaves
-    small residuals.
+    A pooled gradient embedding is the flattened (h, w) outer product of the class-bin means of
+    δ and the feature-bin means of h (:func:`~al_lightning.strategies.gradient_embedding.pool_outer`),
+    so its grid row X (integers, :mod:`~al_lightning.strategies.distances`), read as an (h, w)
+    matrix, is nearly rank one: X = U ⊗ V + E, with p the largest |entry| (the first), V the row
+    through it (integers), U the column through it over p (float64), and E what is left,
+    measured (a few grid units per entry: each entry's rounding to the grid, and that of the
+    row and column read off). Then for any two rows
+
+        ⟨X, X'⟩ = (U·U')(V·V') + ⟨U ⊗ V, E'⟩ + ⟨E, X'⟩,   |the last two| ≤ ‖U‖‖V‖·‖E'‖ + ‖E‖·‖X'‖,
+
+    so h + w products per point bound the exact squared distance ‖X‖² + ‖X'‖² − 2⟨X, X'⟩ from
+    below, to within twice that slack plus τ = (h + w + 64)·2^-48 of the magnitudes involved,
+    which covers every rounding of the float64 arithmetic here (each relative 2^-53; the
+    h-term product U·U' at most h·2^-53·‖U‖‖U'‖; V·V' is exact). The stored norms ‖U‖‖V‖,
+    ‖E‖ and ‖X‖ are rounded up (:data:`_UP`; ‖E‖ also by 2^-40·‖X‖, more than the rounding of
+    computing E). A point whose lower bound is at least its current nearest distance cannot
+    move: the bound is rigorous whatever the data (rows that are not rank one only get large
+    residuals, hence no skipping). :meth:`build` declines (None) when the sampled rows, taken
+    together, are far from rank one.
     """
 
-    #: Largest median ‖E‖/‖X‖ over the sampled rows for a split to be used.
-    TOLERANCE = 1e-5
+    #: Largest Σ‖E‖ / Σ‖X‖ over the sampled rows for the bounds to be built. Grid rounding leaves a
+    #: few units per entry, far below this for all but tiny rows (which the bounds still rule out
+    #: against any large pick); rows that are not outer products leave most of their norm.
+    TOLERANCE = 1e-2
     #: Rows per block when factorising (float64 temporaries that stay in cache).
     ROWS = 1024
 
-    def __init__(
-        self, u: Tensor, v: Tensor, coefficient: Tensor, size: Tensor, residual: Tensor, norm: Tensor, dim: int
-    ) -> None:
-        # Stored transposed, (h, n) and (w, n): a vector times them streams over the points.
-        self.u, self.v = u.T.contiguous(), v.T.contiguous()
-        self.coefficient = coefficient  # γ_P·‖X‖ + ‖E‖, multiplies ‖X'‖
+    def __init__(self, u: Tensor, v: Tensor, size: Tensor, residual: Tensor, norm: Tensor, sq: Tensor) -> None:
+        self.u, self.v = u, v  # (n, h) float64 and (n, w) float64 integers
         self.size = size  # ‖U‖·‖V‖, rounded up
         self.residual = residual  # ‖E‖, rounded up
         self.norm = norm  # ‖X‖, rounded up
-        self.short = 1.01 * (_gamma(u.shape[1]) + _gamma(v.shape[1]) + 2 * _U32)
-        # Underflow: each float32 operation may also be off by half the smallest subnormal. The
-        # factors' entries are at most 1 in U (over the largest entry), ‖U‖ ≤ √h.
-        h, w = u.shape[1], v.shape[1]
-        self.tiny = 2.0**-149 * (2 * dim + 4 * (h + w) * (1 + h) + 64)
+        self.sq = sq  # ‖X‖², exact
+        self.tau = (u.shape[1] + v.shape[1] + 64) * 2.0**-48
+        self.shrunk_sq = sq * (1 - self.tau)  # ‖X‖²·(1 − τ), once for every pick
 
     @staticmethod
-    def _factor(block: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        grid = block.double().view(-1, h, w)
+    def _factor(block: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        grid = block.to(torch.float64).view(-1, h, w)
         rows = torch.arange(grid.shape[0], device=grid.device)
         flat = grid.abs().view(grid.shape[0], -1).argmax(dim=1)
         r, c = flat // w, flat % w
         pivot = grid[rows, r, c]
-        u = torch.where(pivot[:, None] != 0, grid[rows, :, c] / pivot[:, None], 0.0).float()
-        v = grid[rows, r, :].float()
-        residual = (grid - u.double()[:, :, None] * v.double()[:, None, :]).flatten(1)
-        # float64 products of float32 factors are exact; the subtraction rounds by 2^-53 of ‖X‖ at most.
-        error = torch.linalg.vector_norm(residual, dim=1) + 2.0**-50 * torch.linalg.vector_norm(grid.flatten(1), dim=1)
-        size = torch.linalg.vector_norm(u.double(), dim=1) * torch.linalg.vector_norm(v.double(), dim=1)
-        return u, v, error, size
+        pivot = torch.where(pivot == 0, torch.ones_like(pivot), pivot)  # an all-zero row: U = V = E = 0
+        u = grid[rows, :, c] / pivot[:, None]
+        v = grid[rows, r, :]
+        norm = torch.linalg.vector_norm(grid.flatten(1), dim=1)
+        residual = torch.linalg.vector_norm((grid - u[:, :, None] * v[:, None, :]).flatten(1), dim=1)
+        size = torch.linalg.vector_norm(u, dim=1) * torch.linalg.vector_norm(v, dim=1)
+        return u, v, size * _UP, residual * _UP + norm * 2.0**-40, norm * _UP
 
     @classmethod
-    def build(cls, points: Tensor, sq: Tensor) -> Optional["RankOneBounds"]:
-        n, dim = points.shape
-        if points.dtype != torch.float32 or sq.dtype != torch.float32 or n == 0:
-            return None
-        sample = points[: min(n, 256)]
-        scale = torch.linalg.vector_norm(sample.double(), dim=1).clamp_min(1e-300)
-        splits = sorted(((h, dim // h) for h in range(2, dim // 2 + 1) if dim % h == 0), key=sum)
-        for h, w in splits:  # the cheapest split that factors the sampled rows
-            if float((cls._factor(sample, h, w)[2] / scale).median()) <= cls.TOLERANCE:
-                break
-        else:
-            return None
-        u = torch.empty(n, h, device=points.device)
-        v = torch.empty(n, w, device=points.device)
-        error = torch.empty(n, dtype=torch.float64, device=points.device)
-        size = torch.empty(n, dtype=torch.float64, device=points.device)
-        for start in range(0, n, cls.ROWS):
-            part = slice(start, start + cls.ROWS)
-            u[part], v[part], error[part], size[part] = cls._factor(points[part], h, w)
-        up = 1 + 1e-6  # float64 → float32, rounded up
-        gamma = _gamma(dim)
-        norm = sq.double().sqrt() * (1 + 2 * gamma + 1e-6)  # ≥ ‖X‖ though sq rounded
-        return cls(
-            u.contiguous(),
-            v.contiguous(),
-            ((1.01 * gamma * norm + error) * up).float(),
-            (size * up).float(),
-            (error * up).float(),
-            (norm * up).float(),
-            dim,
-        )
+    def build(cls, points: Tensor, split: tuple[int, int], sq: Optional[Tensor] = None) -> Optional["RankOneBounds"]:
+        """The bounds of the grid rows ``points`` (n, h·w) read as (h, w) matrices, or None if they are not near rank one.
 
-    def may_move(self, pick: int, nearest: Tensor, sq: Tensor) -> Tensor:
-        """Positions whose plain-computed squared distance to point ``pick`` might be below ``nearest`` (ascending)."""
-        lower, cut = self.lower_bounds(pick, sq)
-        stays = (lower > torch.maximum(nearest, cut)) | (nearest == 0)
-        return (~stays).nonzero().squeeze(1)
-
-    def lower_bounds(self, pick: int, sq: Tensor) -> tuple[Tensor, Tensor]:
-        """(lower, cut): where lower > cut, the plain-computed squared distance to point ``pick`` is at least lower.
-
-        ``cut`` is fl(ROUNDING·(‖x‖² + ‖c‖²)), the plain computation's own: at or below it a
-        distance is set to 0.
+        ``sq``: their exact squared norms (:func:`~al_lightning.strategies.distances.sq_norms`), if known.
         """
-        approx = (self.u[:, pick] @ self.u).mul_(self.v[:, pick] @ self.v)
-        scale = sq + sq[pick]  # as expanded_sq_distances computes ‖x‖² + ‖c‖²
-        cut = ROUNDING * scale  # at or below it, a distance is 0
-        slack = self.coefficient * self.norm[pick]
-        slack.add_(self.size, alpha=float(self.residual[pick] + self.short * self.size[pick]))
-        # lower bound: fl(s − 2a) − (2δ + 8u·s), inflated 1% for the rounding of its own terms
-        lower = torch.add(scale, approx, alpha=-2.0)
-        lower.sub_(slack, alpha=2.02).sub_(scale, alpha=8.1 * _U32).sub_(4 * self.tiny)
-        return lower, cut
+        h, w = split
+        n, dim = points.shape
+        if h * w != dim or n == 0:
+            return None
+        _, _, _, residual, norm = cls._factor(points[: min(n, 256)], h, w)
+        if float(residual.sum()) > cls.TOLERANCE * float(norm.sum()):
+            return None
+        # Filled block by block into tensors allocated once: small results kept between the blocks'
+        # temporaries would fragment the heap (measured: +1.5 GB of resident memory at 128k rows).
+        columns = [torch.empty(n, width, dtype=torch.float64, device=points.device) for width in (h, w)]
+        columns += [torch.empty(n, dtype=torch.float64, device=points.device) for _ in range(3)]
+        for start in range(0, n, cls.ROWS):
+            for column, part in zip(columns, cls._factor(points[start : start + cls.ROWS], h, w)):
+                column[start : start + cls.ROWS] = part
+        return cls(*columns, sq_norms(points) if sq is None else sq)
+
+    def may_move(self, pick: int, nearest: Tensor) -> Tensor:
+        """Positions whose exact squared distance to point ``pick`` might be below ``nearest`` (ascending).
+
+        A point at 0 whose bound is below 0 is listed too (the pick itself, its duplicates):
+        measuring it changes nothing.
+        """
+        return (self.lower_bounds(pick) < nearest).nonzero().squeeze(1)
+
+    def lower_bounds(self, pick: int) -> Tensor:
+        """(n,) float64 values at most each point's exact squared distance to point ``pick``.
+
+        s − 2a − 2·slack − τ·(s + 2‖U‖‖V‖·‖U'‖‖V'‖ + 2·slack), with s = ‖X‖² + ‖X'‖², a the
+        factors' estimate of ⟨X, X'⟩ and slack = ‖U‖‖V‖·‖E'‖ + ‖E‖·‖X'‖, regrouped per point as
+        ‖X‖²(1 − τ) − 2a − k₁·‖U‖‖V‖ − k₂·‖E‖ + ‖X'‖²(1 − τ) (τ covers the regrouping's rounding).
+        """
+        tau = self.tau
+        approx = torch.mv(self.u, self.u[pick]).mul_(torch.mv(self.v, self.v[pick]))
+        k1 = (2 + 2 * tau) * float(self.residual[pick]) + 2 * tau * float(self.size[pick])
+        k2 = (2 + 2 * tau) * float(self.norm[pick])
+        lower = torch.add(self.shrunk_sq, approx, alpha=-2.0).sub_(self.size, alpha=k1).sub_(self.residual, alpha=k2)
+        return lower.add_(float(self.shrunk_sq[pick]))
 
     def nearest(
         self, points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, centre_bounds: "RankOneBounds"
     ) -> Tensor:
-        """:func:`~al_lightning.strategies.distances.nearest_centre_sq_distances` of ``points`` (these bounds' rows) to ``centres``, bit for bit.
+        """The exact squared distance from each grid row of ``points`` (these bounds' rows) to its nearest row of ``centres``.
 
-        ``sq`` and ``centre_sq`` are their squared norms, ``centre_bounds`` the centres' factors.
+        ``sq`` and ``centre_sq`` are their exact squared norms, ``centre_bounds`` the centres' factors.
 
-        Each pair's squared distance is first bounded from the factors (h + w products, two
-        small matrix products per block of pairs), to within a margin W per point that covers
-        the plain computation's float32 rounding; a centre more than 2·W beyond a point's
-        nearest bound cannot be its nearest, so each point is measured against the few
-        centres left (usually one), in blocks of points sorted by their nearest bound so that
-        a block shares its centres. Measured values do not depend on which rows or centres
-        share the call (:func:`~al_lightning.strategies.distances.padded_product`), so the
-        minimum over the centres left is the plain minimum over all. Points within reach of
-        the :data:`~al_lightning.strategies.distances.ROUNDING` cut-off (a distance that may
-        become 0) are measured against all centres.
+        Each pair's squared distance less ‖x‖² is first estimated from the factors (h + w
+        products, two small matrix products per block of pairs), to within a margin W per
+        point (twice the slack with the worst centre, plus τ of the magnitudes); the nearest
+        centre is among those within 2·W of the smallest estimate, and usually only one is. Only
+        those pairs are measured, exactly (any order of summation gives the same integers), and
+        their minimum is the minimum over all centres. A block of points with many pairs left
+        is measured against every centre instead.
         """
         n, count = points.shape[0], centres.shape[0]
-        if count >= 2**24:  # positions are kept in float32 below
-            return nearest_centre_sq_distances(points, centres)
-        top_sq = float(centre_sq.max())
-        # W: the largest margin of a point's pairs (RankOneBounds.lower_bounds' terms, each at its worst centre).
-        margin = (self.coefficient * float(centre_bounds.norm.max())).add_(
-            self.size, alpha=float((centre_bounds.residual + self.short * centre_bounds.size).max())
+        tau = max(self.tau, centre_bounds.tau)
+        most_residual, most_norm, most_size = (
+            float(t.max()) for t in (centre_bounds.residual, centre_bounds.norm, centre_bounds.size)
         )
-        margin.mul_(2.02).add_(sq + top_sq, alpha=12 * _U32).add_(4 * self.tiny)
-        nearest = torch.empty(n, device=points.device)
-        # A centre left to each point (its largest), and how many are left.
-        key = torch.empty(n, device=points.device)  # float32: exact for positions below 2**24
-        left = torch.empty(n, device=points.device)
-        extra_rows, extra_cols = [], []  # the centres left to points left more than one
-        # Blocks of pairs that stay in cache; −2·U is exact, so the bound takes one product less.
+        slack = torch.mul(self.size, most_residual).add_(self.residual, alpha=most_norm)
+        margin = (sq + float(centre_sq.max())).add_(self.size, alpha=2 * most_size).add_(slack, alpha=2.0).mul_(tau)
+        margin.add_(slack, alpha=2.0).mul_(2.01 * _UP)  # 2.01·W: the candidates' reach beyond the smallest estimate
+        # −2·U' is exact: the estimate takes one pass less.
+        u_centres, v_centres = centre_bounds.u.T.mul(-2.0).contiguous(), centre_bounds.v.T.contiguous()
+        out = torch.empty(n, dtype=torch.float64, device=points.device)
         rows = max(8, min(n, CACHE_BYTES // (8 * max(1, count))))
-        doubled = self.u.T.mul(-2)
-        u_block = torch.empty(rows, count, device=points.device)
-        v_block = torch.empty(rows, count, device=points.device)
-        positions = torch.arange(count, dtype=torch.float32, device=points.device)
+        estimates = torch.empty(rows, count, dtype=torch.float64, device=points.device)
+        scratch = torch.empty(rows, count, dtype=torch.float64, device=points.device)
+        positions = torch.arange(count, dtype=torch.float64, device=points.device)
         for start in range(0, n, rows):
             part = slice(start, min(n, start + rows))
             size = part.stop - start
-            # ‖c‖² − 2·a(x, c): the bound less ‖x‖², which every pair of the row shares.
-            shifted = torch.mm(doubled[part], centre_bounds.u, out=u_block[:size])
-            shifted.mul_(torch.mm(self.v[:, part].T, centre_bounds.v, out=v_block[:size])).add_(centre_sq)
-            least = shifted.amin(dim=1)
+            # ‖c‖² − 2·(U·U')(V·V'): the estimate less ‖x‖², which every pair of the row shares.
+            estimate = torch.mm(self.u[part], u_centres, out=estimates[:size])
+            estimate.mul_(torch.mm(self.v[part], v_centres, out=scratch[:size])).add_(centre_sq)
+            reach = estimate.amin(dim=1).add_(margin[part])
             # 1.0 for a centre left, 0.0 otherwise (a float comparison is several times faster than a bool one)
-            near = torch.le(shifted, (least + 2 * margin[part])[:, None], out=v_block[:size])
-            torch.sum(near, dim=1, out=left[part])
-            torch.mv(near, positions, out=key[part])  # a point's only centre left, where it has one
-            nearest[part] = least.add_(sq[part])
-            several = (left[part] > 1).nonzero().squeeze(1)
-            if several.numel():
-                pairs = near[several].nonzero()
-                extra_rows.append(several[pairs[:, 0]] + start)
-                extra_cols.append(pairs[:, 1])
-        distances = torch.empty(n, device=points.device)
-        # Near the cut-off a distance may become 0 (and NaN leaves no centre): measured against all centres.
-        unsure = (nearest - margin <= ROUNDING * (sq + top_sq)) | (left == 0)
-        if bool(unsure.any()):
-            rows_unsure = unsure.nonzero().squeeze(1)
-            distances[rows_unsure] = nearest_centre_sq_distances(points[rows_unsure], centres)
-        # Every pair left: (point, its key) and the extra ones; by chunk of points sorted by key.
-        sure = (~unsure).nonzero().squeeze(1)
-        single = sure[left[sure] == 1]
-        order = sure[torch.argsort(torch.where(left[sure] == 1, key[sure], count), stable=True)]
-        rank = torch.full((n,), -1, dtype=torch.long, device=points.device)
-        rank[order] = torch.arange(order.numel(), device=points.device)
-        pair_rows = torch.cat([single, *extra_rows])
-        pair_cols = torch.cat([key[single].long(), *extra_cols])
-        kept = rank[pair_rows] >= 0
-        chunk_of_pair = rank[pair_rows[kept]] // MEASURED_ROWS
-        pair_cols = pair_cols[kept][torch.argsort(chunk_of_pair, stable=True)]
-        per_chunk = torch.bincount(chunk_of_pair, minlength=-(-order.numel() // MEASURED_ROWS)).tolist()
-        at = 0
-        for chunk, pairs in enumerate(per_chunk):
-            chosen = order[chunk * MEASURED_ROWS : (chunk + 1) * MEASURED_ROWS]
-            cols = torch.unique(pair_cols[at : at + pairs])
-            at += pairs
-            distances[chosen] = nearest_centre_sq_distances(points[chosen], centres[cols])
-        return distances
+            near = torch.le(estimate, reach[:, None], out=scratch[:size])
+            left = near.sum(dim=1)
+            if float(left.sum()) * 8 >= estimate.numel():  # many centres left: all of them, in one product
+                out[part] = nearest_centres(points[part], centres, False, sq[part], centre_sq)[0]
+                continue
+            several = (left > 1).nonzero().squeeze(1)
+            single = (left == 1).nonzero().squeeze(1)
+            pairs = near[several].nonzero()
+            row = torch.cat([single, several[pairs[:, 0]]])
+            # A point's only centre left: the sum of positions over the centres left (exact in float64).
+            col = torch.cat([torch.mv(near[single], positions).long(), pairs[:, 1]])
+            measured = measure_pairs(points, sq, centres, centre_sq, row + start, col)
+            block = torch.full((size,), torch.inf, dtype=torch.float64, device=out.device)
+            out[part] = block.scatter_reduce_(0, row, measured, "amin")
+        return out
 
 
-#: Points measured together by :meth:`RankOneBounds.nearest` (sorted by their nearest bound).
-MEASURED_ROWS = 512
-#: Bytes of the two blocks of pairs that :meth:`RankOneBounds.nearest` bounds at a time.
-CACHE_BYTES = 2 << 20
+#: Bytes of the blocks of pairs that :meth:`RankOneBounds.nearest` estimates at a time.
+CACHE_BYTES = 4 << 20
 
 
-def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator: torch.Generator) -> Tensor:
+def measure_pairs(points: Tensor, sq: Tensor, centres: Tensor, centre_sq: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """(k,) exact squared distances between grid rows ``points[rows[i]]`` and ``centres[cols[i]]``, pair by pair."""
+    products = (points[rows].to(torch.float64) * centres[cols].to(torch.float64)).sum(1)
+    return products.mul_(-2.0).add_(sq[rows]).add_(centre_sq[cols])
+
+
+def seed_partition(
+    x: Tensor,
+    centres: Optional[Tensor],
+    budget: int,
+    generator: torch.Generator,
+    split: Optional[tuple[int, int]] = None,
+) -> Tensor:
     """k-means++ seeding of ``budget`` rows of ``x`` (n, P), Euclidean, with ``centres`` (m, P) as existing centres.
 
-    The same draws as the plain seeding, which after each pick updates every point's squared
-    distance to its nearest centre (one pass over ``x``): every distance is computed the same
-    way, bit for bit (:class:`~al_lightning.strategies.distances.RowDots` for the inner
-    products), and the random draws are the same calls of the generator in the same order
-    (:func:`~al_lightning.strategies.badge.d2_sample`). Faster because most points provably
-    keep their value: each point remembers its nearest centre c(x) and that distance r(x), and
-    by the triangle inequality a new centre p with ‖c(x) − p‖ ≥ 2·r(x) is no nearer than c(x).
-    So after each pick only the distances from p to the centres so far (m + picks rows) are
-    computed for all, and only the points of centres near p are measured, the test written
-    in squared distances, ‖c − p‖² ≥ 4·r² + 5·μ·(‖x‖² + ‖c‖² + ‖p‖²), with μ bounding float32
-    rounding (:func:`skip_slack`) so that a skipped point would not have moved even by a
-    rounding. When a quarter of the points or more could move, all are measured, and the
-    test waits a few picks (1, 2, 4, ... up to 64) before it is tried again.
+    ``x`` and ``centres`` go on one fixed-point grid (:mod:`~al_lightning.strategies.distances`),
+    so every squared distance is an exact integer and the D² weights are the same on any
+    machine. The draws are the plain seeding's, which after each pick updates every point's
+    distance to its nearest centre (one pass over ``x``), with the same calls of the generator
+    in the same order (:func:`~al_lightning.strategies.badge.d2_sample`); without centres the
+    first pick is the point of largest grid norm (the first of equals). Faster, because most
+    points provably keep their value and are not measured:
 
-    Pooled gradient embeddings are outer products (class bins × feature bins), so a sharper
-    test comes first when the rows of ``x`` factor (:class:`RankOneBounds`): each point's
-    distance to the new centre is bounded from h + w products instead of P, with the float32
-    rounding of the plain computation accounted for, and only the points whose bound does not
-    rule out a move are measured (those that do move, and the few within rounding of their
-    value). Then the triangle test is not used, and the labeled centres (when they factor
-    too) are bounded the same way, pair by pair, and each point measured only against the
-    centres its bounds leave (:meth:`RankOneBounds.nearest`: the plain distances bit for bit).
+    - With ``split`` = (h, w), P = h·w, for pooled gradient embeddings (outer products, class
+      bins × feature bins): :class:`RankOneBounds` bound each point's distance to the new
+      centre from below in h + w products instead of P, and only the points whose bound is
+      below their current distance are measured. The labeled centres (when they factor too)
+      are bounded the same way, pair by pair, and each point is measured only against the
+      centres its bounds leave (:meth:`RankOneBounds.nearest`).
+    - Otherwise (or when the rows are not near rank one), the triangle inequality: each point
+      keeps its nearest centre c(x) and that squared distance r(x), and a new centre p with
+      ‖c(x) − p‖² ≥ 4·r(x) is no nearer than c(x) (‖x − p‖ ≥ ‖c − p‖ − ‖x − c‖ ≥ ‖x − c‖;
+      exact integers, so no slack). After each pick only the distances from p to the centres
+      so far are computed for all, and the points of centres near p are measured. When a
+      quarter of the points or more could move, all are measured, and the test waits a few
+      picks (1, 2, 4, ... up to 64) before it is tried again.
 
-    Cost: O(n·m·(h + w)) for the labeled centres (O(n·m·P) if they do not factor), then per
-    pick O(n·(h + w)) for the rank-one test
-    (or O((m + picks)·P) for the centre distances and O(n) for the triangle test), O(n) for
-    the D² draw, and O(P) per point measured.
+    Cost: O(n·m·(h + w)) for the labeled centres (O(n·m·P) without ``split``), then per pick
+    O(n·(h + w)) for the rank-one test (or O((m + picks)·P) for the centre distances and O(n)
+    for the triangle test), O(n) for the D² draw, and O(P) per point measured. Memory: the
+    grid, (n + m)·P float32 values, and (n + m)·(h + w + 3) float64 factors.
     """
-    sq = torch.linalg.vector_norm(x, dim=1).square()
     n, dim = x.shape
     picks: list[int] = []
     if budget == 0:
         return torch.tensor(picks, dtype=torch.long)
-    points = aligned_rows(x)
-    row_dots = RowDots(dim, points.device)
-    slack = 5.0 * skip_slack(dim)
-    num_centres = 0 if centres is None else centres.shape[0]
-    nearest: Optional[Tensor] = None
-    bounds = RankOneBounds.build(points, sq) if x.dtype == torch.float32 else None
+    has_centres = centres is not None and centres.shape[0] > 0
+    exponent = grid_exponent([x, centres if has_centres else None], dim)
+    points = on_grid(x, exponent)
+    sq = sq_norms(points)
+    labeled = on_grid(centres, exponent) if has_centres else points[:0]
+    labeled_sq = sq_norms(labeled)
+    num_centres = labeled.shape[0]
+    bounds = RankOneBounds.build(points, split, sq) if split is not None else None
     # With rank-one bounds the triangle test adds little (and needs each point's nearest centre).
     triangle = bounds is None
+    nearest: Optional[Tensor] = None
     # The centres so far, labeled then picked, for the distances from each new pick to them.
     bank = torch.empty(num_centres + budget if triangle else 0, dim, device=points.device)
-    bank_sq = torch.empty(num_centres + budget if triangle else 0, device=points.device)
+    bank_sq = torch.empty(num_centres + budget if triangle else 0, dtype=torch.float64, device=points.device)
     if num_centres > 0 and not triangle:
-        centre_sq = torch.linalg.vector_norm(centres, dim=1).square()
-        centre_bounds = RankOneBounds.build(centres, centre_sq)
-        if centre_bounds is not None and centre_bounds.u.shape == (bounds.u.shape[0], num_centres):
-            nearest = bounds.nearest(x, sq, centres, centre_sq, centre_bounds)
+        centre_bounds = RankOneBounds.build(labeled, split, labeled_sq)
+        if centre_bounds is not None:
+            nearest = bounds.nearest(points, sq, labeled, labeled_sq, centre_bounds)
         else:
-            nearest = nearest_centre_sq_distances(x, centres)
+            nearest = nearest_centres(points, labeled, False, sq, labeled_sq)[0]
     elif num_centres > 0:
-        nearest, assign = nearest_centres(x, centres)
-        bank[:num_centres] = centres
-        bank_sq[:num_centres] = row_sq_norms(bank[:num_centres])
-        # 4·r² + μ'·(‖x‖² + ‖c(x)‖²): what ‖c(x) − p‖² must reach, less μ'·‖p‖², to skip x.
-        limit = nearest * 4 + (sq + bank_sq[assign]) * slack
+        nearest, assign = nearest_centres(points, labeled, True, sq, labeled_sq)
+        bank[:num_centres], bank_sq[:num_centres] = labeled, labeled_sq
+
+    def pass_with(position: int, rows: Optional[Tensor] = None) -> Tensor:
+        return sq_distances_to(points, sq, points[position], sq[position], rows)
+
     wait, next_test = 1, 0  # after a test that skips too little, the next ones wait 1, 2, 4, ... picks
     for step in range(budget):
         pick = int(sq.argmax()) if nearest is None else d2_sample(nearest, picks, generator)
@@ -318,47 +272,36 @@ def seed_partition(x: Tensor, centres: Optional[Tensor], budget: int, generator:
         if triangle:
             bank[k], bank_sq[k] = points[pick], sq[pick]
         if nearest is None:
-            nearest = embedding_sq_distances(row_dots(points, points[pick]), sq, sq[pick])
+            nearest = pass_with(pick)
             if triangle:
                 assign = torch.full((n,), k, dtype=torch.long, device=points.device)
-                limit = nearest * 4 + (sq + sq[pick]) * slack
         else:
-            movable = None if bounds is None else bounds.may_move(pick, nearest, sq)  # None: every point
+            movable = None if bounds is None else bounds.may_move(pick, nearest)  # None: every point
             if triangle and step >= next_test:
-                to_centres = torch.mv(bank[:k], points[pick]).mul_(-2).add_(bank_sq[:k]).add_(sq[pick])
-                near = (to_centres[assign] < limit + slack * sq[pick]).nonzero().squeeze(1)
+                to_centres = sq_distances_to(bank[:k], bank_sq[:k], points[pick], sq[pick])
+                near = (to_centres[assign] < 4 * nearest).nonzero().squeeze(1)
                 if near.numel() * 4 >= n:
                     next_test, wait = step + wait, min(2 * wait, 64)
                 else:
-                    wait = 1
-                    if movable is None:
-                        movable = near
-                    else:  # both tests are sound: a point either rules out stays
-                        flagged = torch.zeros(n, dtype=torch.bool, device=points.device)
-                        flagged[near] = True
-                        movable = movable[flagged[movable]]
+                    wait, movable = 1, near
             if movable is not None and movable.numel() * 4 >= n:
                 movable = None
             if movable is None:
-                new = embedding_sq_distances(row_dots(points, points[pick]), sq, sq[pick])
+                new = pass_with(pick)
                 nearer = new < nearest
                 torch.minimum(nearest, new, out=nearest)
                 if triangle:
                     assign.masked_fill_(nearer, k)
-                    limit = torch.where(nearer, nearest * 4 + (sq + sq[pick]) * slack, limit)
             else:
-                new = embedding_sq_distances(row_dots(points, points[pick], movable), sq[movable], sq[pick])
+                new = pass_with(pick, movable)
                 nearer = new < nearest[movable]
                 moved = movable[nearer]
                 nearest[moved] = new[nearer]
                 if triangle:
                     assign[moved] = k
-                    limit[moved] = nearest[moved] * 4 + (sq[moved] + sq[pick]) * slack
-        # A centre's own distance is 0 up to rounding; make it exact so it is never drawn again.
-        nearest[pick] = 0.0
+        nearest[pick] = 0.0  # exact already: its distance to itself
         if triangle:
             assign[pick] = k
-            limit[pick] = (2 * slack) * sq[pick]
     return torch.tensor(picks, dtype=torch.long)
 
 
@@ -389,12 +332,18 @@ class PartitionedBadge(PartitionedStrategy):
     No 1/batch-size factor (the paper's code has one from its batch-mean loss; a common scale
     changes no pick).
 
+    A partition's pooled embeddings and those of its labeled part go on one fixed-point grid
+    (:mod:`~al_lightning.strategies.distances`), so every squared distance is an exact integer:
+    a partition draws the same points on whichever rank, device, thread count or BLAS runs it,
+    given its pooled embeddings (what is and is not covered: that module's docstring).
+
     Cost with P = h·w ≤ ``pooled_dim``: O(N·(C + d + P)) time to embed, O(N·M·(h + w)/p) for
     the labeled centres (bounds from the outer-product factors, then a few centres measured
     per point) and at most O(b·N·P/p) for the seeding, usually much less: after each pick only
     the points that their bounds cannot rule out are measured
     (:func:`seed_partition`), with the same draws as measuring all of them;
-    O((N + M)·P/p) memory, one partition at a time, plus ~64 MB blocks.
+    O((N + M)·(P + h + w)/p) memory, one partition at a time (the embeddings and their grid in
+    float32, the factors in float64), plus ~64 MB blocks.
 
     Args:
         seed: seeds the partitions and each partition's D² draws.
@@ -432,4 +381,4 @@ class PartitionedBadge(PartitionedStrategy):
         labeled = outputs.labeled_features if self.labeled_centres else None
         if labeled is not None and labeled.shape[0] > 0:
             y = pooled_gradient_embedding(head_logits(labeled, outputs.weight, outputs.bias), labeled, grid)
-        return seed_partition(x, y, budget, generator)
+        return seed_partition(x, y, budget, generator, grid)

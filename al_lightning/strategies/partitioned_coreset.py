@@ -28,8 +28,10 @@ class PartitionedCoreset(PartitionedStrategy):
     (usually O(N·√(M/p)·d) for their upper bounds and a few points measured), then the
     picks, which bring up to date only the points that could be the next pick
     (:func:`~al_lightning.strategies.coreset.k_center_greedy`: at most about twice the plain
-    O(b·N·d/p), usually a small fraction of it); memory is one partition's features in
-    float32 ((N/p)·d values) plus a ~64 MB block.
+    O(b·N·d/p), usually a small fraction of it); memory is one partition's features and their
+    fixed-point grid, both (N/p)·d float32 values, plus a ~64 MB block. The distances are exact
+    (:mod:`~al_lightning.strategies.distances`), so a partition picks the same points on
+    whichever rank, device, thread count or BLAS runs it.
 
     Args:
         seed: seeds the partitions and each partition's random first pick.

@@ -1,4 +1,8 @@
-"""Coreset and partitioned Coreset: a 1-D case worked by hand, and a brute-force cdist reference."""
+"""Coreset and partitioned Coreset: a 1-D case worked by hand, a brute-force cdist reference, and the plain greedy.
+
+The plain greedy (tests/strategies/plain_selection.py) runs on the documented fixed-point grid
+and updates every point after every pick; the strategies' picks must be its picks exactly.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,15 @@ import al_lightning.strategies.distances as distances
 import al_lightning.strategies.partitioned_coreset  # noqa: F401
 from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.coreset import k_center_greedy
-from al_lightning.strategies.distances import nearest_centre_sq_distances
+from al_lightning.strategies.distances import grid_exponent, nearest_centre_sq_distances, on_grid
 from tests.strategies.plain_partitions import plain_partitions, plain_shares
-from tests.strategies.plain_selection import count_rowdots_rows, plain_k_center, plain_partitioned_coreset
+from tests.strategies.plain_selection import (
+    count_measured_rows,
+    plain_grid,
+    plain_k_center,
+    plain_partitioned_coreset,
+    plain_sq_distances,
+)
 
 
 def outputs_of(pool: torch.Tensor, labeled: torch.Tensor, offset: int = 100) -> PoolOutputs:
@@ -73,9 +83,13 @@ def test_each_pick_is_the_farthest_point_and_the_radius_never_grows():
 
 def test_initial_distances_in_many_small_blocks_match_cdist(monkeypatch):
     pool, labeled = random_set(50, 7)
-    monkeypatch.setattr(distances, "BLOCK_BYTES", 16 * 2 * 3)  # 3 rows by 2 centres per block
-    expected = torch.cdist(pool, labeled).min(1).values.square()
-    assert torch.allclose(nearest_centre_sq_distances(pool, labeled), expected, atol=1e-5)
+    exponent = grid_exponent([pool, labeled], 5)
+    q, c = on_grid(pool, exponent), on_grid(labeled, exponent)
+    monkeypatch.setattr(distances, "BLOCK_BYTES", 8 * 5 * 3)  # 3 rows by 2 centres per block
+    blocked = nearest_centre_sq_distances(q, c)
+    assert torch.equal(blocked, plain_sq_distances(q.double(), c.double()).amin(1))  # exact
+    expected = torch.cdist(pool.double(), labeled.double()).min(1).values.square()
+    assert torch.allclose(blocked * 2.0 ** (-2 * exponent), expected, rtol=1e-5)  # the grid: 24 bits at d = 5
 
 
 def test_without_labeled_points_the_first_pick_is_seeded_random():
@@ -100,7 +114,9 @@ def test_duplicates_are_never_picked_twice():
 def partitioned_reference(pool: torch.Tensor, labeled: torch.Tensor, budget: int, parts: int, seed: int) -> list[int]:
     """Part i's ⌊b/p⌋ + [i < b mod p] picks by the brute-force greedy above, from its own labeled part, part by part."""
     picks = []
-    for (unlabeled, centres), share in zip(plain_partitions(len(pool), len(labeled), parts, seed), plain_shares(budget, parts)):
+    for (unlabeled, centres), share in zip(
+        plain_partitions(len(pool), len(labeled), parts, seed), plain_shares(budget, parts)
+    ):
         picks += [unlabeled[p] for p in brute_force_greedy(pool[unlabeled], labeled[centres], share)]
     return picks
 
@@ -127,7 +143,9 @@ def test_more_partitions_than_points_or_labels():
 # The lazy k-center against the plain one (every point updated after every pick), pick for pick.
 
 
-def clustered_set(n: int, m: int, dim: int = 256, clusters: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_set(
+    n: int, m: int, dim: int = 256, clusters: int = 12, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points and labeled points around a few centres: a new centre changes only its own cluster."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(clusters, dim, generator=g) * 4
@@ -150,7 +168,7 @@ def test_lazy_greedy_picks_what_the_plain_greedy_picks(n, m, dim, budget, seed):
 @pytest.mark.parametrize("m", [0, 30, 200])
 def test_lazy_greedy_on_clusters_looks_at_few_points_and_picks_the_same(m, monkeypatch):
     pool, labeled = clustered_set(3000, m)
-    looks = count_rowdots_rows(coreset_module, monkeypatch)
+    looks = count_measured_rows(coreset_module, monkeypatch)
     chosen = k_center_greedy(pool, labeled, 200, torch.Generator().manual_seed(5)).tolist()
     monkeypatch.undo()
     assert chosen == plain_k_center(pool, labeled, 200, torch.Generator().manual_seed(5))
@@ -169,13 +187,13 @@ def test_from_a_large_labeled_set_the_greedy_picks_what_the_plain_greedy_picks(n
     assert m >= coreset_module.GROUPED_FROM
     pool, labeled = random_set(n, m, dim, seed=n) if clusters is None else clustered_set(n, m, dim, clusters, seed=n)
     measured: list[int] = []
-    original = coreset_module.nearest_centre_sq_distances
+    original = coreset_module.nearest_centres
 
-    def counting(points, centres):
+    def counting(points, centres, *args, **kwargs):
         measured.append(len(points))
-        return original(points, centres)
+        return original(points, centres, *args, **kwargs)
 
-    monkeypatch.setattr(coreset_module, "nearest_centre_sq_distances", counting)
+    monkeypatch.setattr(coreset_module, "nearest_centres", counting)
     chosen = k_center_greedy(pool, labeled, 150, torch.Generator()).tolist()
     monkeypatch.undo()
     assert chosen == plain_k_center(pool, labeled, 150, torch.Generator())
@@ -185,7 +203,7 @@ def test_from_a_large_labeled_set_the_greedy_picks_what_the_plain_greedy_picks(n
 
 def test_from_a_large_labeled_set_ties_and_the_fallback_pick_what_the_plain_greedy_picks(monkeypatch):
     # Integer points in 2-D, labeled on a 16 x 16 grid, the pool on a finer grid with every point
-    # twice: float32 distances are exact, so near the top many bounds and distances are equal.
+    # twice: many bounds and distances are exactly equal near the top.
     coarse = torch.stack(torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij"), -1).reshape(-1, 2)
     fine = torch.stack(torch.meshgrid(torch.arange(0.0, 16, 0.5), torch.arange(0.0, 16, 0.5), indexing="ij"), -1)
     pool = torch.cat([fine.reshape(-1, 2)] * 2) * 2  # even integers: exact squares
@@ -197,15 +215,17 @@ def test_from_a_large_labeled_set_ties_and_the_fallback_pick_what_the_plain_gree
 
 
 def test_ties_go_to_the_lowest_position_as_in_the_plain_greedy():
-    # A 6 x 6 integer grid with every point twice, labeled corners: float32 distances are
-    # exact, so many points are at exactly the same distance at every step.
+    # A 6 x 6 integer grid with every point twice, labeled corners: many points are at exactly
+    # the same distance at every step.
     grid = torch.stack(torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
     pool = torch.cat([grid, grid])
     labeled = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
     out = outputs_of(pool, labeled, offset=0)
     chosen = build("coreset").select(out, len(pool)).tolist()
     assert chosen == plain_k_center(pool, labeled, len(pool), torch.Generator())
-    assert chosen == brute_force_greedy(pool, labeled, len(pool))  # exact arithmetic: the float64 order too
+    assert chosen == brute_force_greedy(
+        pool, labeled, len(pool)
+    )  # small integers lie on the grid: the float64 order too
     assert sorted(chosen) == list(range(len(pool)))
 
 
@@ -218,14 +238,41 @@ def test_the_fallback_to_plain_passes_picks_the_same(monkeypatch):
     pool = torch.tensor([[1.0, 1.0]] * 6 + [[3.0, 0.0]] * 3)  # duplicates only
     monkeypatch.setattr(coreset_module, "LAZY_LIMIT", 0.0)
     expected = plain_k_center(pool, torch.zeros(1, 2), 9, torch.Generator())
-    assert k_center_greedy(pool, torch.zeros(1, 2), 9, torch.Generator()).tolist() == expected == [6, 0, 1, 2, 3, 4, 5, 7, 8]
+    assert (
+        k_center_greedy(pool, torch.zeros(1, 2), 9, torch.Generator()).tolist()
+        == expected
+        == [6, 0, 1, 2, 3, 4, 5, 7, 8]
+    )
 
 
-def test_float64_inputs_are_used_in_float32_as_before():
+def test_float64_inputs_holding_float32_values_pick_as_the_float32_ones():
     pool, labeled = random_set(200, 12, 9, seed=6)
     as64 = k_center_greedy(pool.double(), labeled.double(), 50, torch.Generator())
     assert torch.equal(as64, k_center_greedy(pool, labeled, 50, torch.Generator()))
     assert as64.tolist() == plain_k_center(pool, labeled, 50, torch.Generator())
+
+
+def test_the_picks_are_the_plain_greedys_on_the_grid_values_themselves():
+    # Points that are grid values already (small integers, largest |value| 2^23 at d = 3) are
+    # their own grid: the picks are those of the plain greedy on the points as given.
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randint(-(2**20), 2**20, (300, 3), generator=g).float()
+    pool[0, 0], labeled = 2.0**23, torch.randint(-(2**20), 2**20, (10, 3), generator=g).float()
+    q, c = plain_grid([pool, labeled], 3)
+    assert torch.equal(q, pool.double()) and torch.equal(c, labeled.double())
+    assert k_center_greedy(pool, labeled, 60, torch.Generator()).tolist() == brute_force_greedy(pool, labeled, 60)
+
+
+@pytest.mark.parametrize("dim", [1, 7, 512, 2048])
+def test_duplicates_and_near_duplicates_pick_what_the_plain_greedy_picks(dim):
+    pool, labeled = random_set(300, 20, dim, seed=dim)
+    pool[100:150] = pool[:50]  # exact duplicates: one is picked, then its copies are at 0
+    pool[150:170] = labeled[:20]  # copies of labeled points: at 0 from the start
+    pool[170:200] = pool[200:230] * (1 + 1e-7)  # near-duplicates: within a grid step or two
+    chosen = k_center_greedy(pool, labeled, 300, torch.Generator()).tolist()
+    assert chosen == plain_k_center(pool, labeled, 300, torch.Generator())
+    assert sorted(chosen) == list(range(300))
+    assert set(chosen[-20:]) == set(range(150, 170)) or dim == 1  # the copies of labeled points come last
 
 
 @pytest.mark.parametrize(
@@ -241,6 +288,14 @@ def test_partitioned_picks_what_the_plain_partitioned_greedy_picks(n, m, parts, 
     pool, labeled = random_set(n, m, dim=8, seed=n + m)
     chosen = build("partitioned_coreset", seed=3, partitions=parts).select(outputs_of(pool, labeled), budget) - 100
     assert chosen.tolist() == plain_partitioned_coreset(pool, labeled, budget, parts, seed=3)
+
+
+@pytest.mark.parametrize("dim", [1, 100, 2048])
+def test_partitioned_picks_what_the_plain_partitioned_greedy_picks_in_any_dimension(dim):
+    pool, labeled = random_set(180, 30, dim=dim, seed=dim)
+    pool[100:120] = pool[:20]  # duplicates, some in other partitions
+    chosen = build("partitioned_coreset", seed=5, partitions=3).select(outputs_of(pool, labeled), 90) - 100
+    assert chosen.tolist() == plain_partitioned_coreset(pool, labeled, 90, 3, seed=5)
 
 
 def test_partitioned_on_clusters_with_duplicates_picks_what_the_plain_one_picks():

@@ -176,9 +176,10 @@ def test_partitioned_badge_seeds_on_the_reference_pooling(monkeypatch, num_class
     seen = []
     real_seed_partition = partitioned_badge.seed_partition
 
-    def spy(x, centres, take, generator):
+    def spy(x, centres, take, generator, split=None):
+        assert split == size  # the (h, w) grid of the pooled embeddings, for the rank-one bounds
         seen.append((x.clone(), None if centres is None else centres.clone(), take))
-        return real_seed_partition(x, centres, take, generator)
+        return real_seed_partition(x, centres, take, generator, split)
 
     monkeypatch.setattr(partitioned_badge, "seed_partition", spy)
     strategy = build("partitioned_badge", seed=seed, partitions=parts, labeled_centres=labeled_centres)
