@@ -335,8 +335,10 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
 
     def _pause(self, trainer: pl.Trainer) -> None:
         """End this command: the pending query waits for people; the same command continues it."""
-        rank_zero_info(f"[al] {self.oracle.waiting_message(self.state.pending)}")
-        rank_zero_info(f"[al] the run's state is saved (checkpoint: {last_checkpoint(trainer)})")
+        checkpoint = last_checkpoint(trainer)  # every rank asks (a collective under DDP)
+        if trainer.is_global_zero:  # the message may ask the labeling server: once
+            rank_zero_info(f"[al] {self.oracle.waiting_message(self.state.pending)}")
+            rank_zero_info(f"[al] the run's state is saved (checkpoint: {checkpoint})")
         trainer.should_stop = True
 
     def _save_state(self, trainer: pl.Trainer, finished_round: Optional[int] = None) -> None:
