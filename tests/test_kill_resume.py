@@ -53,11 +53,12 @@ def test_a_run_killed_again_and_again_ends_with_the_uninterrupted_runs_pool(cli,
     killed_dir = tmp_path / "killed"
     killed_dir.mkdir()
 
-    # During round 1's query (the line after round 0's test), then in the middle of round 1's
-    # training, then while round 2's query is written out (query file, pool, records, checkpoint);
-    # the last command resumes from there and trains round 2.
+    # During round 1's query (the line after round 0's test), then as round 1's training starts
+    # (its state saved, its first epoch running: a delay after it would race the round's end on
+    # a fast machine), then while round 2's query is written out (query file, pool, records,
+    # checkpoint); the last command resumes from there and trains round 2.
     run_until(killed_dir, [], trigger="[al] round 0: 20 labels")
-    run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 1: labeled", delay=1.0)
+    run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 1: training on 40 labels")
     run_until(killed_dir, ["--ckpt_path=last"], trigger="[al] round 2: margin picked")
     finished = cli([*COMMAND, "--ckpt_path=last"], cwd=killed_dir)
     assert finished.returncode == 0, finished.stderr[-3000:]

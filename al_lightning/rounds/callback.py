@@ -277,6 +277,7 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         self.early_stopping.reset()
         self.epochs_in_round = 0
         self._round_started = time.perf_counter()
+        rank_zero_info(f"[al] round {round}: training on {datamodule.pool.num_labeled} labels")
 
     def _end_round(self, trainer: pl.Trainer, pl_module: ActiveClassifier) -> None:
         datamodule = self._datamodule(trainer)
