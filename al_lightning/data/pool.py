@@ -1,7 +1,8 @@
 """The active-learning pool: which training indices are labeled, with what label, in which round.
 
 A small pure-torch object with one mutator, :meth:`ActivePool.label` (as baal's label map),
-serialisable to a dict for Lightning checkpoints and to ``pool.csv`` for people. No Lightning
+serialisable to a dict for Lightning checkpoints and to CSV for people (``pool.csv``, written
+atomically by :func:`~al_lightning.run_files.write_pool`). No Lightning
 and no data loading in here, so the invariants are testable on their own.
 """
 
@@ -9,14 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.io import atomic_write_text
 
 UNLABELED = -1
 
@@ -145,15 +144,6 @@ class ActivePool:
         writer.writerow(header)
         writer.writerows(zip(*columns))
         return buffer.getvalue()
-
-    def save_csv(
-        self,
-        path: str | Path,
-        item_ids: Optional[Callable[[Tensor], Sequence[str]]] = None,
-        class_names: Optional[Sequence[str]] = None,
-    ) -> None:
-        """Write :meth:`to_csv` to ``path`` atomically (temporary file, then rename)."""
-        atomic_write_text(path, self.to_csv(item_ids, class_names))
 
     def _check_range(self, indices: Tensor, what: str) -> None:
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.size):

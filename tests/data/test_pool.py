@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from al_lightning.data import ActivePool
+from al_lightning.run_files import write_pool
 
 
 def test_label_records_round_and_label():
@@ -45,7 +46,7 @@ def test_csv_lists_labeled_indices_in_labeling_order(tmp_path):
     pool = ActivePool(8)
     pool.label([5, 1], [0, 0], round=0)
     pool.label([0], [1], round=1)
-    pool.save_csv(tmp_path / "pool.csv")
+    write_pool(tmp_path, pool.to_csv())
     assert (tmp_path / "pool.csv").read_text() == "index,round\n1,0\n5,0\n0,1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pool.csv"]  # no temporary file left behind
 
@@ -54,7 +55,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     pool = ActivePool(4)
     pool.label([1], [0], round=0)
     path = tmp_path / "pool.csv"
-    pool.save_csv(path)
+    write_pool(tmp_path, pool.to_csv())
     pool.label([2], [0], round=1)
 
     def crash(*args):
@@ -62,6 +63,6 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr("al_lightning.io.os.replace", crash)
     with pytest.raises(OSError):
-        pool.save_csv(path)
+        write_pool(tmp_path, pool.to_csv())
     assert path.read_text() == "index,round\n1,0\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pool.csv"]
