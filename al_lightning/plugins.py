@@ -117,10 +117,7 @@ class Registry(Generic[P]):
         if missing:
             needed = " ".join(f"{self.options_flag}.{m}=..." for m in missing)
             raise ConfigurationError(f"{self.kind} '{cls.name}' needs {needed}")
-        try:
-            return cls(**options)
-        except TypeError as err:
-            raise ConfigurationError(f"{self.kind} '{cls.name}' does not take these arguments {sorted(options)}: {err}") from err
+        return cls(**options)
 
     def check(self, name: str, options: Mapping[str, Any]) -> None:
         """Refuse an option the plug-in ``name`` does not take, naming the ones it does (and who takes it)."""
