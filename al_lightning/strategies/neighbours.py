@@ -1,0 +1,292 @@
+"""Exact nearest neighbours, radius graphs and k-means on the fixed-point grid: the engine of the typicality and coverage strategies.
+
+TypiClust, ProbCover, MaxHerding, DropQuery and k-means (issue 20) compare every pool point
+with its neighbours or with cluster centres. Their published code runs faiss (TypiClust) or
+torch ``cdist`` on dense N×N blocks in float32 (ProbCover), and scikit-activeml builds N×N
+matrices. Here every distance is an exact integer on the grid of
+:mod:`~al_lightning.strategies.distances` (q = round(x·2^e), squared distances below 2^53 in
+float64), computed block by block by torch matrix products, so
+
+* memory is O(N·k) for a k-neighbour list or the edges of a radius graph, never N×N;
+* a neighbour list, an edge, a cluster assignment and a k-means centre are functions of the
+  grid values alone, the same for any row or column blocking, thread count, BLAS or device,
+  and ties go to the lowest position: a query scored on one rank or two, in any batching,
+  gives the same picks;
+* k-means centres stay on the grid (each is the rounded mean of its members, sums exact in
+  float64), so Lloyd's iterations are exact too.
+
+Why torch and not faiss: faiss's exact search (``IndexFlatL2``) and its k-means are float32
+BLAS, whose rounding depends on the thread count and the blocking; the grid makes the result
+exact, at the cost of float64 products (measured in ``benchmarks/README.md``). Both run on a
+CUDA device when the tensors are there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from al_lightning.strategies.distances import (
+    BLOCK_BYTES,
+    CONVERT_BYTES,
+    _Float64Rows,
+    _rows,
+    grid_exponent,
+    nearest_centres,
+    on_grid,
+    sq_distances_to,
+    sq_norms,
+)
+
+
+@dataclass
+class GridPoints:
+    """Vectors on one fixed-point grid and their exact squared norms.
+
+    Attributes:
+        q: (n, d) float32 grid values, integers of at most B bits.
+        sq: (n,) float64 exact ‖q‖².
+        exponent: e, the grid's scale: q = round(x·2^e).
+    """
+
+    q: Tensor
+    sq: Tensor
+    exponent: int
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+    def to_grid_sq(self, value: float) -> float:
+        """A squared distance in the inputs' units, in grid units (× 4^e): exact, a power-of-two scaling."""
+        return math.ldexp(float(value), 2 * self.exponent)
+
+    def from_grid_sq(self, values: Tensor) -> Tensor:
+        """Squared grid distances in the inputs' units (÷ 4^e)."""
+        return values.to(torch.float64) * math.ldexp(1.0, -2 * self.exponent)
+
+    def take(self, positions: Tensor) -> "GridPoints":
+        """The rows at ``positions``, on the same grid."""
+        return GridPoints(self.q[positions], self.sq[positions], self.exponent)
+
+
+def on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
+    """Each of ``tensors`` ((n_i, d) features; None passes through) on ONE grid, so distances between them are exact.
+
+    Raises ValueError on NaN or infinite values (from :func:`~al_lightning.strategies.distances.grid_exponent`).
+    """
+    present = [t for t in tensors if t is not None]
+    dim = present[0].shape[1] if present else 1
+    exponent = grid_exponent(present, dim)
+    out: list[Optional[GridPoints]] = []
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        q = on_grid(t, exponent)
+        out.append(GridPoints(q, sq_norms(q), exponent))
+    return out
+
+
+def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:
+    """(row step, column step): a column block of ~64 MB of float64, a product block of ~4 MB."""
+    cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES)))
+    step = max(1, min(max(1, n_rows), _rows(dim, 2 * CONVERT_BYTES), _rows(cols, 2 * CONVERT_BYTES)))
+    return step, cols
+
+
+def _pairwise_blocks(points: GridPoints, others: GridPoints, rows: Optional[Tensor]):
+    """Yield (row slice, column slice, exact squared distances of that block) over rows × ``others``.
+
+    Column blocks outside (each converted to float64 once), row blocks inside. ``rows``:
+    positions of the rows of ``points`` to use (all by default); the row slices index them.
+    """
+    n = len(points) if rows is None else rows.numel()
+    m, dim = others.q.shape
+    step, cols = _blocks(n, m, dim)
+    converted = _Float64Rows(points.q, step)
+    products = torch.empty(step, cols, dtype=torch.float64, device=points.q.device)
+    row_sq = points.sq if rows is None else points.sq[rows]
+    for c in range(0, m, cols):
+        cs = slice(c, min(m, c + cols))
+        block_cols = others.q[cs].to(torch.float64).T
+        for r in range(0, n, step):
+            rs = slice(r, min(n, r + step))
+            block = torch.mm(converted(rs.start, rs.stop, rows), block_cols, out=products[: rs.stop - r, : cs.stop - c])
+            block.mul_(-2.0).add_(others.sq[cs]).add_(row_sq[rs, None])
+            yield rs, cs, block
+
+
+def nearest_neighbours(
+    points: GridPoints,
+    k: int,
+    rows: Optional[Tensor] = None,
+    among: Optional[GridPoints] = None,
+    exclude_self: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """(n, k) exact squared grid distances and positions of the k nearest neighbours of each row, nearest first.
+
+    Neighbours are rows of ``among`` (default: ``points`` itself, then a row is not its own
+    neighbour when ``exclude_self``). Equal distances go to the lower position, so the lists
+    are a function of the grid values alone. ``rows``: only the rows of ``points`` at these
+    positions (n of them; a rank's shard), each still searched against all of ``among``.
+    Memory O(n·k) beyond one ~64 MB column block: never n × len(among).
+    """
+    same = among is None
+    among = points if among is None else among
+    n = len(points) if rows is None else rows.numel()
+    available = len(among) - (1 if same and exclude_self else 0)
+    if k > available:
+        raise ValueError(f"asked for {k} nearest neighbours among {available} points")
+    device = points.q.device
+    own = (torch.arange(len(points), device=device) if rows is None else rows.to(device)) if same else None
+    # Column blocks come in position order, so within a row the kept lists hold lower positions
+    # than any later block: a stable sort of [kept, block] keeps (distance, position) order.
+    kept: dict[int, tuple[Tensor, Tensor]] = {}
+    for rs, cs, block in _pairwise_blocks(points, among, rows):
+        positions = torch.arange(cs.start, cs.stop, device=device).expand(block.shape[0], -1)
+        values = block
+        if own is not None and exclude_self:
+            values = block.masked_fill(own[rs, None] == positions, torch.inf)
+        previous = kept.get(rs.start)
+        if previous is not None:
+            values = torch.cat([previous[0], values], dim=1)
+            positions = torch.cat([previous[1], positions], dim=1)
+        order = torch.sort(values, dim=1, stable=True).indices[:, :k]
+        kept[rs.start] = (values.gather(1, order), positions.gather(1, order))
+    if not kept:
+        return torch.empty(n, k, dtype=torch.float64, device=device), torch.empty(n, k, dtype=torch.long, device=device)
+    starts = sorted(kept)
+    return torch.cat([kept[s][0] for s in starts]), torch.cat([kept[s][1] for s in starts])
+
+
+def radius_edges(points: GridPoints, radius_sq: float, rows: Optional[Tensor] = None) -> Tensor:
+    """(E, 2) pairs (i, j), sorted, with exact ‖q_i − q_j‖² < ``radius_sq`` (grid units), self-pairs included.
+
+    The graph of δ-balls (ProbCover): edge (i, j) when point j lies within δ of point i.
+    ``rows``: only the rows at these positions (i is then their position in ``points``).
+    Built block by block and stored as edges: memory O(E), never N×N.
+    """
+    device = points.q.device
+    own = torch.arange(len(points), device=device) if rows is None else rows.to(device)
+    found: list[Tensor] = []
+    for rs, cs, block in _pairwise_blocks(points, points, rows):
+        i, j = (block < radius_sq).nonzero(as_tuple=True)
+        if i.numel():
+            found.append(torch.stack([own[rs][i], j + cs.start], dim=1))
+    if not found:
+        return torch.empty(0, 2, dtype=torch.long, device=device)
+    edges = torch.cat(found)
+    order = torch.argsort(edges[:, 0] * len(points) + edges[:, 1])
+    return edges[order]
+
+
+def nearest_other_label_sq(points: GridPoints, labels: Tensor) -> Tensor:
+    """(N,) exact squared grid distance from each point to the nearest point with another label (inf if none).
+
+    ProbCover's purity (Yehuda et al. 2022, §4.2): the δ-ball of x is pure when every point in
+    it shares x's k-means pseudo-label, i.e. when δ is at most this distance.
+    """
+    nearest = torch.full((len(points),), torch.inf, dtype=torch.float64, device=points.q.device)
+    labels = labels.to(points.q.device)
+    for rs, cs, block in _pairwise_blocks(points, points, None):
+        other = labels[rs, None] != labels[None, cs]
+        values = block.masked_fill(~other, torch.inf).amin(dim=1)
+        torch.minimum(nearest[rs], values, out=nearest[rs])
+    return nearest
+
+
+@dataclass
+class Clusters:
+    """A k-means clustering of grid points.
+
+    Attributes:
+        centres: (K, d) centres on the points' grid (the rounded means of their members).
+        assignment: (N,) the cluster of each point (its nearest centre, ties to the lower one).
+        sq_distance: (N,) exact squared grid distance of each point to its centre.
+        iterations: Lloyd iterations run.
+    """
+
+    centres: GridPoints
+    assignment: Tensor
+    sq_distance: Tensor
+    iterations: int
+
+    def sizes(self) -> Tensor:
+        return torch.bincount(self.assignment, minlength=len(self.centres))
+
+    def nearest_members(self) -> Tensor:
+        """(K,) the position of each cluster's member nearest its centre (ties: lowest position); -1 for an empty cluster."""
+        n = self.assignment.numel()
+        k = len(self.centres)
+        # Order by (cluster, distance, position): a stable sort by distance, then by cluster.
+        by_distance = torch.sort(self.sq_distance, stable=True).indices
+        by_cluster = by_distance[torch.sort(self.assignment[by_distance], stable=True).indices]
+        sizes = self.sizes()
+        firsts = torch.cumsum(sizes, 0) - sizes
+        out = torch.full((k,), -1, dtype=torch.long, device=self.assignment.device)
+        filled = sizes > 0
+        out[filled] = by_cluster[firsts[filled].clamp(max=max(0, n - 1))]
+        return out
+
+
+def kmeans_plus_plus(points: GridPoints, clusters: int, generator: torch.Generator) -> Tensor:
+    """(K,) positions of k-means++ seeds (Arthur & Vassilvitskii, 2007): the first uniform, each next drawn ∝ D².
+
+    Draws with :func:`~al_lightning.strategies.badge.d2_sample` on exact distances, so the same
+    points and generator give the same seeds on any device.
+    """
+    from al_lightning.strategies.badge import d2_sample
+
+    n = len(points)
+    first = int(torch.randint(n, (1,), generator=generator))
+    picks = [first]
+    nearest = sq_distances_to(points.q, points.sq, points.q[first], points.sq[first])
+    nearest[first] = 0.0
+    for _ in range(1, clusters):
+        pick = d2_sample(nearest, picks, generator)
+        picks.append(pick)
+        torch.minimum(nearest, sq_distances_to(points.q, points.sq, points.q[pick], points.sq[pick]), out=nearest)
+        nearest[pick] = 0.0
+    return torch.tensor(picks, dtype=torch.long)
+
+
+def kmeans(points: GridPoints, clusters: int, generator: torch.Generator, iterations: int = 100) -> Clusters:
+    """Lloyd's k-means of grid points into ``clusters`` clusters, from k-means++ seeds; exact.
+
+    Each iteration assigns every point to its nearest centre (exact distances, ties to the
+    lower centre) and moves each centre to the rounded mean of its members: the sums are
+    exact integers in float64 (below 2^53 for fewer than 2^29 points at B ≤ 24 bits), so the
+    centres are a function of the assignment alone. An empty cluster keeps its centre. Stops
+    when no assignment changes, or after ``iterations``.
+
+    Cost: O(N·K·d) per iteration in float64 products, plus O(K·N·d) for the seeds; memory
+    O(N + K·d) beyond one ~64 MB block.
+    """
+    n, dim = points.q.shape
+    if clusters > n:
+        raise ValueError(f"asked for {clusters} clusters of {n} points; there must be at least as many points as clusters")
+    if clusters < 1:
+        raise ValueError(f"asked for {clusters} clusters; need at least 1")
+    centres = points.take(kmeans_plus_plus(points, clusters, generator).to(points.q.device))
+    distance, assignment = nearest_centres(points.q, centres.q, True, points.sq, centres.sq)
+    done = 0
+    while done < iterations:
+        done += 1
+        sums = torch.zeros(clusters, dim, dtype=torch.float64, device=points.q.device)
+        step = _rows(dim, 4 * CONVERT_BYTES)
+        for start in range(0, n, step):
+            sums.index_add_(0, assignment[start : start + step], points.q[start : start + step].to(torch.float64))
+        counts = torch.bincount(assignment, minlength=clusters)
+        filled = counts > 0
+        q = centres.q.clone()
+        q[filled] = (sums[filled] / counts[filled, None]).round_().float()
+        centres = GridPoints(q, sq_norms(q), points.exponent)
+        distance, new = nearest_centres(points.q, centres.q, True, points.sq, centres.sq)
+        if bool(torch.equal(new, assignment)):
+            break
+        assignment = new
+    return Clusters(centres, assignment, distance, done)

@@ -1,0 +1,120 @@
+"""The exact neighbour engine against brute force written plainly: integer features, so ties are real and exact."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from al_lightning.strategies import neighbours
+from al_lightning.strategies.neighbours import (
+    kmeans,
+    nearest_neighbours,
+    nearest_other_label_sq,
+    on_one_grid,
+    radius_edges,
+)
+
+
+def integer_points(n, d, seed, high=4):
+    return torch.randint(-high, high + 1, (n, d), generator=torch.Generator().manual_seed(seed)).float()
+
+
+def plain_sq(a, b):
+    return sum((float(x) - float(y)) ** 2 for x, y in zip(a, b))
+
+
+def scale(points):
+    """The grid's scale of squared distances for integer inputs: 4^e."""
+    (grid,) = on_one_grid(points)
+    return 4.0**grid.exponent
+
+
+@pytest.fixture(params=[(1, 1), (3, 5), (1 << 11, 1 << 12)], ids=["tiny-blocks", "small-blocks", "default-blocks"])
+def blocks(request, monkeypatch):
+    """Row and column block sizes: every result must be the same whatever the blocking."""
+    step, cols = request.param
+    monkeypatch.setattr(neighbours, "_blocks", lambda n_rows, n_cols, dim: (min(step, max(1, n_rows)), min(cols, n_cols)))
+
+
+def test_nearest_neighbours_are_the_plain_sorted_lists_ties_to_the_lower_position(blocks):
+    points = integer_points(40, 3, seed=0, high=2)
+    grid, = on_one_grid(points)
+    values, positions = nearest_neighbours(grid, k=6)
+    for i in range(40):
+        plain = sorted((plain_sq(points[i], points[j]), j) for j in range(40) if j != i)[:6]
+        assert positions[i].tolist() == [j for _, j in plain]
+        assert (values[i] / scale(points)).tolist() == [v for v, _ in plain]
+
+
+def test_nearest_neighbours_of_some_rows_among_other_points(blocks):
+    points, others = integer_points(30, 4, seed=1), integer_points(25, 4, seed=2)
+    grid, among = on_one_grid(points, others)
+    rows = torch.tensor([29, 3, 10])
+    values, positions = nearest_neighbours(grid, k=25, rows=rows, among=among)
+    for row, got in zip(rows.tolist(), positions.tolist()):
+        assert got == [j for _, j in sorted((plain_sq(points[row], others[j]), j) for j in range(25))]
+
+
+def test_radius_edges_are_the_pairs_closer_than_the_radius(blocks):
+    points = integer_points(35, 2, seed=3, high=3)
+    grid, = on_one_grid(points)
+    edges = radius_edges(grid, grid.to_grid_sq(2.0))
+    plain = [(i, j) for i, j in itertools.product(range(35), repeat=2) if plain_sq(points[i], points[j]) < 2.0]
+    assert [tuple(e) for e in edges.tolist()] == plain
+    some = radius_edges(grid, grid.to_grid_sq(2.0), rows=torch.tensor([4, 20]))
+    assert [tuple(e) for e in some.tolist()] == [(i, j) for i, j in plain if i in (4, 20)]
+
+
+def test_nearest_other_label_distance(blocks):
+    points = integer_points(30, 2, seed=4)
+    labels = torch.arange(30) % 3
+    grid, = on_one_grid(points)
+    got = grid.from_grid_sq(nearest_other_label_sq(grid, labels))
+    for i in range(30):
+        assert got[i] == min(plain_sq(points[i], points[j]) for j in range(30) if labels[j] != labels[i])
+
+
+def plain_lloyd(points, centres, iterations):
+    """Lloyd's algorithm on integer points with rounded-mean centres, as plain Python."""
+    rows = points.tolist()
+    centres = [list(c) for c in centres.tolist()]
+    assign = None
+    for _ in range(iterations + 1):
+        new = [min(range(len(centres)), key=lambda c: (plain_sq(r, centres[c]), c)) for r in rows]
+        if new == assign:
+            break
+        assign = new
+        for c in range(len(centres)):
+            members = [r for r, a in zip(rows, assign) if a == c]
+            if members:
+                centres[c] = [float(torch.tensor(sum(m[t] for m in members) / len(members)).round()) for t in range(len(rows[0]))]
+    return assign
+
+
+def test_kmeans_is_lloyd_from_its_seeds_on_the_grid(blocks, monkeypatch):
+    # Points whose grid is themselves (e = 0 needs the largest |value| in [2^(B-1), 2^B)): scale them up.
+    base = integer_points(60, 3, seed=5, high=8)
+    points = base * 2**17  # B = 24 bits at d = 3: e = 0 when the largest |value| is 2^20..2^24
+    grid, = on_one_grid(points)
+    assert grid.exponent in (0, 1, 2, 3)
+    seeds = neighbours.kmeans_plus_plus(grid, 5, torch.Generator().manual_seed(0))
+    clusters = kmeans(grid, 5, torch.Generator().manual_seed(0))
+    assert clusters.assignment.tolist() == plain_lloyd(grid.q.double(), grid.q[seeds].double(), 100)
+    assert (clusters.sq_distance == ((grid.q.double() - clusters.centres.q.double()[clusters.assignment]) ** 2).sum(1)).all()
+
+
+def test_kmeans_refuses_more_clusters_than_points():
+    grid, = on_one_grid(integer_points(4, 2, seed=6))
+    with pytest.raises(ValueError, match="at least as many points as clusters"):
+        kmeans(grid, 5, torch.Generator())
+
+
+def test_nearest_members_are_each_clusters_closest_point():
+    grid, = on_one_grid(integer_points(50, 2, seed=7))
+    clusters = kmeans(grid, 4, torch.Generator().manual_seed(1))
+    members = clusters.nearest_members()
+    for c in range(4):
+        inside = [(float(clusters.sq_distance[i]), i) for i in range(50) if clusters.assignment[i] == c]
+        assert int(members[c]) == min(inside)[1]
