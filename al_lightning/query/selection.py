@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from al_lightning.distributed import gather_rows, on_every_rank, rank, world_size
 from al_lightning.query.scoring import SCORED_FIELDS, PoolScorer
 from al_lightning.strategies import PoolOutputs, Strategy
+from al_lightning.strategies.neighbours import sharing_work
 from al_lightning.strategies.partitions import Partition, PartitionedStrategy
 from al_lightning.strategies.reducers import Reducer
 from al_lightning.strategies.strategy import StreamingStrategy
@@ -42,9 +43,12 @@ def select_from_pool(
     that the caller can give (``targets`` when ``true_targets`` is given). Streaming strategies
     reduce batch by batch (memory O(b) or O(C·b)) and every rank finishes the merged
     reduction identically. Partitioned strategies, given ``subset_loader`` and
-    ``labeled_indices``, run each partition on one rank (:func:`select_by_partition`). The others get
-    whole outputs gathered on rank 0 only, which selects (other ranks return nothing: the
-    caller broadcasts rank 0's answer); no other rank holds more than its shard.
+    ``labeled_indices``, run each partition on one rank (:func:`select_by_partition`).
+    Strategies that share their work (``Strategy.shares_work``: the typicality and coverage
+    strategies on the exact neighbour engine) get the whole outputs on every rank and select
+    on all of them, each rank doing its shard of the engine's rows. The others get whole
+    outputs gathered on rank 0 only, which selects (other ranks return nothing: the caller
+    broadcasts rank 0's answer); no other rank holds more than its shard.
 
     Args:
         pool_loader: this rank's shard of the pool to score, yielding ``(image, pool_index)``.
@@ -61,7 +65,9 @@ def select_from_pool(
         subset_loader: an unsharded loader over any given pool indices, same form.
         labeled_indices: the labeled indices ``labeled_loader`` covers (sorted).
     """
-    fields = set(strategy.requires)
+    # Accepted fields are computed too (the labeled set's features for the label-free
+    # strategies); the pool's true labels only where the oracle knows them.
+    fields = set(strategy.requires) | {f for f in strategy.accepts if f != "targets"}
     if "targets" in strategy.accepts and true_targets is not None:
         fields.add("targets")
     per_point = fields & set(SCORED_FIELDS)
@@ -77,12 +83,12 @@ def select_from_pool(
         return select_by_partition(strategy, budget, scorer, subset_loader, pool_indices, labeled_indices, labels)
 
     head = scorer.head()
-    scored = scorer.gather(pool_loader, per_point, to=0) if per_point else {"index": pool_indices}
-    labeled = scorer.gather(labeled_loader, ["features"], to=0) if "labeled_features" in fields else None
+    # A strategy that shares its work gets the whole outputs on every rank; the others on rank 0 only.
+    to = None if strategy.shares_work else 0
+    scored = scorer.gather(pool_loader, per_point, to=to) if per_point else {"index": pool_indices}
+    labeled = scorer.gather(labeled_loader, ["features"], to=to) if "labeled_features" in fields else None
 
-    def select_on_rank_zero() -> Tensor:
-        if rank() != 0:
-            return torch.empty(0, dtype=torch.long)
+    def whole_outputs() -> PoolOutputs:
         outputs = PoolOutputs(**scored, weight=head.weight.cpu(), bias=head.bias.cpu(), num_classes=head.num_classes)
         if labeled is not None:
             outputs.labeled_features = labeled["features"]
@@ -91,7 +97,19 @@ def select_from_pool(
             outputs.labeled_targets = labels[labels >= 0]
         if "targets" in fields and true_targets is not None:
             outputs.targets = true_targets[outputs.index]
-        return strategy.select(outputs, budget)
+        return outputs
+
+    if strategy.shares_work:
+        # Every rank selects on the same outputs, its share of the engine's rows each
+        # (neighbours.sharing_work); the engine's collectives keep them in step, and the same
+        # inputs fail the same way on every rank.
+        with sharing_work(scorer.device):
+            return strategy.select(whole_outputs(), budget).cpu()
+
+    def select_on_rank_zero() -> Tensor:
+        if rank() != 0:
+            return torch.empty(0, dtype=torch.long)
+        return strategy.select(whole_outputs(), budget)
 
     return on_every_rank(select_on_rank_zero, "selecting on rank 0")
 

@@ -15,6 +15,14 @@ float64), computed block by block by torch matrix products, so
 * k-means centres stay on the grid (each is the rounded mean of its members, sums exact in
   float64), so Lloyd's iterations are exact too.
 
+**Across ranks.** Inside :func:`sharing_work` (the query runs strategies that set
+``Strategy.shares_work`` in it, on every DDP rank with the same gathered inputs) each rank
+does the rows of its contiguous shard: its neighbour lists, its edges, its points' nearest
+other label, its points' k-means assignment and partial centre sums. Lists, edges and
+assignments are gathered in rank order (= position order); the sums are exact integers, so
+their all-reduce is exact too. Every rank then holds what one process computes, bit for bit,
+and the strategy goes on identically on all of them.
+
 Why torch and not faiss: faiss's exact search (``IndexFlatL2``) and its k-means are float32
 BLAS, whose rounding depends on the thread count and the blocking; the grid makes the result
 exact, at the cost of float64 products (measured in ``benchmarks/README.md``). Both run on a
@@ -23,13 +31,17 @@ CUDA device when the tensors are there.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
+from al_lightning.distributed import gather_rows, rank, world_size
 from al_lightning.strategies.distances import (
     BLOCK_BYTES,
     CONVERT_BYTES,
@@ -91,6 +103,64 @@ def on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
     return out
 
 
+@dataclass(frozen=True)
+class WorkSplit:
+    """This rank's share of the engine's row loops, and how the shares are put back together.
+
+    Attributes:
+        rank: this process's rank.
+        ranks: how many ranks share the work (1: this process does everything).
+        device: where the collectives run (the rank's GPU under NCCL).
+    """
+
+    rank: int = 0
+    ranks: int = 1
+    device: Optional[torch.device] = None
+
+    def shard(self, n: int) -> Optional[Tensor]:
+        """Positions of the rows this rank computes (a contiguous shard), or None for all of them."""
+        if self.ranks == 1:
+            return None
+        start, stop = (n * self.rank) // self.ranks, (n * (self.rank + 1)) // self.ranks
+        return torch.arange(start, stop)
+
+    def gather(self, rows: Tensor) -> Tensor:
+        """Every rank's rows, in rank order (= position order of the shards)."""
+        if self.ranks == 1:
+            return rows
+        return gather_rows(rows, self.device or rows.device)
+
+    def total(self, partial: Tensor) -> Tensor:
+        """The sum over ranks of ``partial`` (exact integer values: any order gives the same sum)."""
+        if self.ranks == 1:
+            return partial
+        summed = partial.to(self.device or partial.device)
+        dist.all_reduce(summed)
+        return summed.to(partial.device)
+
+
+_SPLIT: contextvars.ContextVar[WorkSplit] = contextvars.ContextVar("work_split", default=WorkSplit())
+
+
+@contextlib.contextmanager
+def sharing_work(device: Optional[torch.device] = None) -> Iterator[WorkSplit]:
+    """Within this block, every rank of the process group does its share of the engine's work.
+
+    Every rank must make the same engine calls in the same order with the same inputs (the
+    strategy runs on every rank on the same gathered outputs).
+    """
+    token = _SPLIT.set(WorkSplit(rank(), world_size(), device))
+    try:
+        yield _SPLIT.get()
+    finally:
+        _SPLIT.reset(token)
+
+
+def current_split() -> WorkSplit:
+    """The work split in force: :func:`sharing_work`'s, or this process alone."""
+    return _SPLIT.get()
+
+
 def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:
     """(row step, column step): a column block of ~64 MB of float64, a product block of ~4 MB."""
     cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES)))
@@ -137,6 +207,11 @@ def nearest_neighbours(
     """
     same = among is None
     among = points if among is None else among
+    split = current_split() if rows is None else WorkSplit()
+    mine = split.shard(len(points))
+    if mine is not None:
+        values, positions = nearest_neighbours(points, k, mine.to(points.q.device), None if same else among, exclude_self)
+        return split.gather(values), split.gather(positions)
     n = len(points) if rows is None else rows.numel()
     available = len(among) - (1 if same and exclude_self else 0)
     if k > available:
@@ -171,6 +246,10 @@ def radius_edges(points: GridPoints, radius_sq: float, rows: Optional[Tensor] = 
     Built block by block and stored as edges: memory O(E), never N×N.
     """
     device = points.q.device
+    split = current_split() if rows is None else WorkSplit()
+    mine = split.shard(len(points))
+    if mine is not None:
+        return split.gather(radius_edges(points, radius_sq, mine.to(device)))
     own = torch.arange(len(points), device=device) if rows is None else rows.to(device)
     found: list[Tensor] = []
     for rs, cs, block in _pairwise_blocks(points, points, rows):
@@ -190,13 +269,17 @@ def nearest_other_label_sq(points: GridPoints, labels: Tensor) -> Tensor:
     ProbCover's purity (Yehuda et al. 2022, §4.2): the δ-ball of x is pure when every point in
     it shares x's k-means pseudo-label, i.e. when δ is at most this distance.
     """
-    nearest = torch.full((len(points),), torch.inf, dtype=torch.float64, device=points.q.device)
+    split = current_split()
+    mine = split.shard(len(points))
+    rows = None if mine is None else mine.to(points.q.device)
+    own = torch.arange(len(points), device=points.q.device) if rows is None else rows
+    nearest = torch.full((own.numel(),), torch.inf, dtype=torch.float64, device=points.q.device)
     labels = labels.to(points.q.device)
-    for rs, cs, block in _pairwise_blocks(points, points, None):
-        other = labels[rs, None] != labels[None, cs]
+    for rs, cs, block in _pairwise_blocks(points, points, rows):
+        other = labels[own[rs], None] != labels[None, cs]
         values = block.masked_fill(~other, torch.inf).amin(dim=1)
         torch.minimum(nearest[rs], values, out=nearest[rs])
-    return nearest
+    return split.gather(nearest)
 
 
 @dataclass
@@ -242,14 +325,21 @@ def kmeans_plus_plus(points: GridPoints, clusters: int, generator: torch.Generat
     from al_lightning.strategies.badge import d2_sample
 
     n = len(points)
+    split = current_split()
+    mine = split.shard(n)
+    rows = None if mine is None else mine.to(points.q.device)
+
+    def distances_to(position: int) -> Tensor:
+        return split.gather(sq_distances_to(points.q, points.sq, points.q[position], points.sq[position], rows))
+
     first = int(torch.randint(n, (1,), generator=generator))
     picks = [first]
-    nearest = sq_distances_to(points.q, points.sq, points.q[first], points.sq[first])
+    nearest = distances_to(first)
     nearest[first] = 0.0
     for _ in range(1, clusters):
         pick = d2_sample(nearest, picks, generator)
         picks.append(pick)
-        torch.minimum(nearest, sq_distances_to(points.q, points.sq, points.q[pick], points.sq[pick]), out=nearest)
+        torch.minimum(nearest, distances_to(pick), out=nearest)
         nearest[pick] = 0.0
     return torch.tensor(picks, dtype=torch.long)
 
@@ -261,7 +351,8 @@ def kmeans(points: GridPoints, clusters: int, generator: torch.Generator, iterat
     lower centre) and moves each centre to the rounded mean of its members: the sums are
     exact integers in float64 (below 2^53 for fewer than 2^29 points at B ≤ 24 bits), so the
     centres are a function of the assignment alone. An empty cluster keeps its centre. Stops
-    when no assignment changes, or after ``iterations``.
+    when no assignment changes, or after ``iterations``. Inside :func:`sharing_work` each rank
+    assigns its shard and sums its members; the seeds' distance passes are split the same way.
 
     Cost: O(N·K·d) per iteration in float64 products, plus O(K·N·d) for the seeds; memory
     O(N + K·d) beyond one ~64 MB block.
@@ -271,21 +362,32 @@ def kmeans(points: GridPoints, clusters: int, generator: torch.Generator, iterat
         raise ValueError(f"asked for {clusters} clusters of {n} points; there must be at least as many points as clusters")
     if clusters < 1:
         raise ValueError(f"asked for {clusters} clusters; need at least 1")
+    split = current_split()
+    mine = split.shard(n)
+    rows = None if mine is None else mine.to(points.q.device)
+    first, stop = (0, n) if mine is None else (int(mine[0]) if mine.numel() else 0, int(mine[-1]) + 1 if mine.numel() else 0)
+
+    def assign(centres: GridPoints) -> tuple[Tensor, Tensor]:
+        distance, nearest = nearest_centres(points.q, centres.q, True, points.sq, centres.sq, rows)
+        return split.gather(distance), split.gather(nearest)
+
     centres = points.take(kmeans_plus_plus(points, clusters, generator).to(points.q.device))
-    distance, assignment = nearest_centres(points.q, centres.q, True, points.sq, centres.sq)
+    distance, assignment = assign(centres)
     done = 0
     while done < iterations:
         done += 1
         sums = torch.zeros(clusters, dim, dtype=torch.float64, device=points.q.device)
         step = _rows(dim, 4 * CONVERT_BYTES)
-        for start in range(0, n, step):
-            sums.index_add_(0, assignment[start : start + step], points.q[start : start + step].to(torch.float64))
+        for start in range(first, stop, step):
+            end = min(stop, start + step)
+            sums.index_add_(0, assignment[start:end], points.q[start:end].to(torch.float64))
+        sums = split.total(sums)
         counts = torch.bincount(assignment, minlength=clusters)
         filled = counts > 0
         q = centres.q.clone()
         q[filled] = (sums[filled] / counts[filled, None]).round_().float()
         centres = GridPoints(q, sq_norms(q), points.exponent)
-        distance, new = nearest_centres(points.q, centres.q, True, points.sq, centres.sq)
+        distance, new = assign(centres)
         if bool(torch.equal(new, assignment)):
             break
         assignment = new

@@ -38,6 +38,10 @@ class Strategy(abc.ABC):
     #: Whether it compares pool points with each other (quadratic in the pool, or clustering
     #: it): the query then scores ``--al.pairwise_subset`` points, as the paper's code did.
     pairwise: ClassVar[bool] = False
+    #: Whether its geometry runs on :mod:`~al_lightning.strategies.neighbours`, whose row loops
+    #: the DDP ranks can share: the query then hands every rank the whole outputs and selects
+    #: on all of them inside :func:`~al_lightning.strategies.neighbours.sharing_work`.
+    shares_work: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
