@@ -190,6 +190,26 @@ def _pairwise_blocks(points: GridPoints, others: GridPoints, rows: Optional[Tens
             yield rs, cs, block
 
 
+def _k_smallest(block: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(rows, k) the k smallest values of each row and their columns, by (value, column): ties to the lower column.
+
+    ``topk`` gives the k-th smallest value t (its value is unique, the columns it returns are
+    not); every value below t is in, and of the values equal to t the lowest columns fill up to
+    k. Then a stable sort of the k by value. O(columns) per row, not a sort of the row.
+    """
+    if k == 0:
+        return block[:, :0], torch.zeros(block.shape[0], 0, dtype=torch.long, device=block.device)
+    kth = block.topk(k, dim=1, largest=False).values.amax(dim=1, keepdim=True)
+    below = block < kth
+    ties = block == kth
+    wanted = k - below.sum(dim=1, keepdim=True)
+    chosen = below | (ties & (ties.cumsum(dim=1) <= wanted))
+    columns = chosen.nonzero()[:, 1].view(block.shape[0], k)  # row-major: each row's columns in order
+    values = block.gather(1, columns)
+    order = torch.sort(values, dim=1, stable=True).indices
+    return values.gather(1, order), columns.gather(1, order)
+
+
 def nearest_neighbours(
     points: GridPoints,
     k: int,
@@ -219,19 +239,21 @@ def nearest_neighbours(
     device = points.q.device
     own = (torch.arange(len(points), device=device) if rows is None else rows.to(device)) if same else None
     # Column blocks come in position order, so within a row the kept lists hold lower positions
-    # than any later block: a stable sort of [kept, block] keeps (distance, position) order.
+    # than any later block: a stable sort of [kept, block's k nearest] keeps (distance, position) order.
     kept: dict[int, tuple[Tensor, Tensor]] = {}
     for rs, cs, block in _pairwise_blocks(points, among, rows):
-        positions = torch.arange(cs.start, cs.stop, device=device).expand(block.shape[0], -1)
-        values = block
         if own is not None and exclude_self:
-            values = block.masked_fill(own[rs, None] == positions, torch.inf)
+            inside = (own[rs] >= cs.start) & (own[rs] < cs.stop)
+            block[inside.nonzero().squeeze(1), own[rs][inside] - cs.start] = torch.inf
+        values, positions = _k_smallest(block, min(k, block.shape[1]))
+        positions += cs.start
         previous = kept.get(rs.start)
         if previous is not None:
             values = torch.cat([previous[0], values], dim=1)
             positions = torch.cat([previous[1], positions], dim=1)
-        order = torch.sort(values, dim=1, stable=True).indices[:, :k]
-        kept[rs.start] = (values.gather(1, order), positions.gather(1, order))
+            order = torch.sort(values, dim=1, stable=True).indices[:, :k]
+            values, positions = values.gather(1, order), positions.gather(1, order)
+        kept[rs.start] = (values, positions)
     if not kept:
         return torch.empty(n, k, dtype=torch.float64, device=device), torch.empty(n, k, dtype=torch.long, device=device)
     starts = sorted(kept)
