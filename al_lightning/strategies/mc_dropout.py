@@ -37,7 +37,7 @@ from al_lightning.strategies.ranking import ranking_dtype
 
 #: float64's exponent bias and mantissa width: 2^e is built from its bits, exactly.
 _BIAS, _MANTISSA = 1023, 52
-#: Row scales stay within float64's normal range (a row whose largest value is below 2^-980 rounds to 0).
+#: Row scales stay within float64's normal range (a row whose largest value is below ~2^-980 keeps fewer bits).
 _EXPONENT_LIMIT = 1000
 
 
