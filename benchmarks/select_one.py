@@ -50,11 +50,12 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=0, help="labeled points (taken from the same generator)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--options", default="{}", help="the strategy's own options, as JSON (--al.strategy_args)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    strategy = build(args.strategy, seed=0)
+    strategy = build(args.strategy, seed=0, **json.loads(args.options))
     fields = set(strategy.requires) | set(strategy.accepts)  # what the query callback gives it under the simulated oracle
     need = {"logits", "features", "targets"} & (fields | ({"features"} if "labeled_features" in fields else set()))
     if "labeled_targets" in fields:
@@ -91,7 +92,7 @@ def main() -> None:
     print(json.dumps({
         "strategy": args.strategy, "n": args.n, "classes": args.classes, "dim": args.dim, "budget": args.budget,
         "labeled": args.labeled, "seconds": round(seconds, 3), "peak_mb_above_inputs": round(peak - before, 1),
-        "input_mb": round(input_mb, 1), "device": args.device,
+        "input_mb": round(input_mb, 1), "device": args.device, "options": json.loads(args.options),
     }))
 
 

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 # paper's 50k/1.28M); the unscalable ones (full coreset and BADGE, balancing) at sizes they
 # can handle, still at two sizes to show how they grow.
 LARGE = (128_000, 1_280_000)
-PLAN: list[tuple[str, tuple[int, ...], dict[str, int]]] = [
+PLAN: list[tuple[str, tuple[int, ...], dict[str, object]]] = [
     ("random", LARGE, {}),
     ("balanced_random", LARGE, {}),
     ("margin", LARGE, {}),
@@ -41,7 +41,7 @@ PLAN: list[tuple[str, tuple[int, ...], dict[str, int]]] = [
 ]
 
 
-def run(strategy: str, n: int, extra: dict[str, int], device: str = "cpu") -> dict:
+def run(strategy: str, n: int, extra: dict[str, object], device: str = "cpu") -> dict:
     args = {"classes": 1000, "dim": 2048, "budget": 10_000, "labeled": max(1, round(n / 25.6)), **extra, "device": device}
     command = [sys.executable, str(HERE / "select_one.py"), strategy, f"--n={n}", *[f"--{k}={v}" for k, v in args.items()]]
     result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
