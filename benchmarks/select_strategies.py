@@ -43,7 +43,7 @@ PLAN: list[tuple[str, tuple[int, ...], dict[str, object]]] = [
 
 def run(strategy: str, n: int, extra: dict[str, object], device: str = "cpu") -> dict:
     args = {"classes": 1000, "dim": 2048, "budget": 10_000, "labeled": max(1, round(n / 25.6)), **extra, "device": device}
-    command = [sys.executable, str(HERE / "select_one.py"), strategy, f"--n={n}", *[f"--{k}={v}" for k, v in args.items()]]
+    command = [sys.executable, str(HERE / "select_one.py"), strategy, f"--n={n}", *[f"--{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in args.items()]]
     result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
     if result.returncode != 0:
         return {"strategy": strategy, "n": n, **args, "error": result.stderr.strip().splitlines()[-1:]}
