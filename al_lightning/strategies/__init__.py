@@ -27,8 +27,10 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     entropy,
     margin,
     margin_selection,
+    maxherding,
     partitioned_badge,
     partitioned_coreset,
+    probcover,
     random_sampling,
     vaal,
 )
