@@ -53,7 +53,6 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.strategies.distances import sq_distances_to
 from al_lightning.strategies.neighbours import GridPoints, _pairwise_blocks, nearest_neighbours
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.probcover import coverage_points
