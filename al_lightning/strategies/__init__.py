@@ -28,10 +28,12 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     entropy,
     margin,
     margin_selection,
+    maxherding,
     partitioned_badge,
     partitioned_coreset,
     power_bald,
     power_margin,
+    probcover,
     random_sampling,
     vaal,
 )

@@ -85,6 +85,33 @@ class GridPoints:
         return GridPoints(self.q[positions], self.sq[positions], self.exponent)
 
 
+def unit_rows_on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
+    """Like :func:`on_one_grid`, for the rows of ``tensors`` scaled to unit length (zero rows stay zero).
+
+    Deterministic: the rows go on one grid first, each grid row is divided by the square
+    root of its exact squared norm (IEEE division and square root are correctly rounded, so
+    the unit rows are the same bits on any device), and the unit rows go on one grid. The
+    unit rows differ from x/‖x‖ computed in floating point by about one grid step.
+    """
+    grids = on_one_grid(*tensors)
+    units: list[Optional[Tensor]] = []
+    for grid in grids:
+        if grid is None:
+            units.append(None)
+            continue
+        norms = grid.sq.sqrt()
+        norms[norms == 0] = 1.0
+        units.append(grid.q.to(torch.float64) / norms[:, None])
+    return on_one_grid(*units)
+
+
+def concatenated(*grids: GridPoints) -> GridPoints:
+    """The rows of ``grids`` (all on one grid: the same exponent) one after the other."""
+    if len({g.exponent for g in grids}) > 1:
+        raise ValueError("concatenated: the points are on different grids")
+    return GridPoints(torch.cat([g.q for g in grids]), torch.cat([g.sq for g in grids]), grids[0].exponent)
+
+
 def on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
     """Each of ``tensors`` ((n_i, d) features; None passes through) on ONE grid, so distances between them are exact.
 
@@ -260,23 +287,49 @@ def nearest_neighbours(
     return torch.cat([kept[s][0] for s in starts]), torch.cat([kept[s][1] for s in starts])
 
 
-def radius_edges(points: GridPoints, radius_sq: float, rows: Optional[Tensor] = None) -> Tensor:
+class TooManyEdges(ValueError):
+    """:func:`radius_edges` found more than ``max_edges`` pairs; ``found`` is how many it had when it stopped."""
+
+    def __init__(self, found: int, max_edges: int) -> None:
+        super().__init__(f"the radius graph has more than {max_edges} edges (stopped at {found})")
+        self.found = found
+        self.max_edges = max_edges
+
+
+def radius_edges(
+    points: GridPoints, radius_sq: float, rows: Optional[Tensor] = None, max_edges: Optional[int] = None
+) -> Tensor:
     """(E, 2) pairs (i, j), sorted, with exact ‖q_i − q_j‖² < ``radius_sq`` (grid units), self-pairs included.
 
     The graph of δ-balls (ProbCover): edge (i, j) when point j lies within δ of point i.
     ``rows``: only the rows at these positions (i is then their position in ``points``).
-    Built block by block and stored as edges: memory O(E), never N×N.
+    Built block by block and stored as edges: memory O(E), never N×N. ``max_edges``: raise
+    :class:`TooManyEdges` as soon as more than that many pairs are found (memory then stays
+    O(max_edges) plus one block), so a radius that is too large fails before it fills memory.
     """
     device = points.q.device
     split = current_split() if rows is None else WorkSplit()
     mine = split.shard(len(points))
     if mine is not None:
-        return split.gather(radius_edges(points, radius_sq, mine.to(device)))
+        try:
+            local, over = radius_edges(points, radius_sq, mine.to(device), max_edges), 0
+        except TooManyEdges as too_many:
+            local, over = torch.empty(0, 2, dtype=torch.long, device=device), too_many.found
+        # Every rank learns whether any went past the limit, so all raise or none does.
+        counts = split.total(torch.tensor([local.shape[0], over], dtype=torch.float64))
+        total = int(counts[0]) + int(counts[1])
+        if counts[1] > 0 or (max_edges is not None and total > max_edges):
+            raise TooManyEdges(total, max_edges)
+        return split.gather(local)
     own = torch.arange(len(points), device=device) if rows is None else rows.to(device)
     found: list[Tensor] = []
+    count = 0
     for rs, cs, block in _pairwise_blocks(points, points, rows):
         i, j = (block < radius_sq).nonzero(as_tuple=True)
         if i.numel():
+            count += i.numel()
+            if max_edges is not None and count > max_edges:
+                raise TooManyEdges(count, max_edges)
             found.append(torch.stack([own[rs][i], j + cs.start], dim=1))
     if not found:
         return torch.empty(0, 2, dtype=torch.long, device=device)

@@ -118,3 +118,35 @@ def test_nearest_members_are_each_clusters_closest_point():
     for c in range(4):
         inside = [(float(clusters.sq_distance[i]), i) for i in range(50) if clusters.assignment[i] == c]
         assert int(members[c]) == min(inside)[1]
+
+
+def test_radius_edges_stop_past_max_edges(blocks):
+    points = integer_points(35, 2, seed=3, high=3)
+    grid, = on_one_grid(points)
+    plain = sum(plain_sq(points[i], points[j]) < 2.0 for i, j in itertools.product(range(35), repeat=2))
+    assert len(radius_edges(grid, grid.to_grid_sq(2.0), max_edges=plain)) == plain
+    with pytest.raises(neighbours.TooManyEdges) as caught:
+        radius_edges(grid, grid.to_grid_sq(2.0), max_edges=plain - 1)
+    assert caught.value.found > plain - 1
+
+
+def test_unit_rows_are_the_rows_over_their_norms():
+    points = torch.tensor([[3.0, 4.0], [0.0, 0.0], [-1.0, 1.0]])
+    others = torch.tensor([[0.0, -2.0]])
+    unit, other = neighbours.unit_rows_on_one_grid(points, None, others)[::2]
+    plain = [[3 / 5, 4 / 5], [0.0, 0.0], [-(0.5**0.5), 0.5**0.5]]
+    step = 2.0 ** -unit.exponent
+    assert unit.exponent == other.exponent
+    for got, want in zip((unit.q * step).tolist(), plain):
+        assert all(abs(g - w) <= step for g, w in zip(got, want))
+    assert (other.q * step).tolist() == [[0.0, -1.0]]
+    assert neighbours.unit_rows_on_one_grid(None) == [None]
+
+
+def test_concatenated_points_keep_their_grid():
+    a, b = on_one_grid(integer_points(3, 2, seed=0), integer_points(2, 2, seed=1))
+    both = neighbours.concatenated(a, b)
+    assert both.q.tolist() == a.q.tolist() + b.q.tolist() and both.sq.tolist() == a.sq.tolist() + b.sq.tolist()
+    (c,) = on_one_grid(integer_points(2, 2, seed=1) * 1000)
+    with pytest.raises(ValueError, match="different grids"):
+        neighbours.concatenated(a, c)
