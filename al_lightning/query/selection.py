@@ -71,8 +71,6 @@ def select_from_pool(
     fields = set(strategy.requires) | {f for f in strategy.accepts if f != "targets"}
     if "targets" in strategy.accepts and true_targets is not None:
         fields.add("targets")
-    if "labeled_features" in strategy.accepts:
-        fields.add("labeled_features")
     per_point = fields & set(SCORED_FIELDS)
     if isinstance(strategy, StreamingStrategy):
         reducer = strategy.reducer(scorer.head(), budget)

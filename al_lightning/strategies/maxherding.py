@@ -55,7 +55,7 @@ from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.strategies.distances import sq_distances_to
-from al_lightning.strategies.neighbours import GridPoints, _pairwise_blocks, nearest_neighbours
+from al_lightning.strategies.neighbours import GridPoints, current_split, nearest_neighbours, pairwise_blocks
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.probcover import coverage_points
 from al_lightning.strategies.registry import register
@@ -128,6 +128,7 @@ class MaxHerding(Strategy):
     requires = ("features",)
     accepts = ("labeled_features",)
     pairwise = True
+    shares_work = True
 
     def __init__(
         self,
@@ -167,8 +168,13 @@ class MaxHerding(Strategy):
     def _exact(pool: GridPoints, kernel: Callable[[Tensor], Tensor], covered: Tensor, budget: int) -> Tensor:
         n = len(pool)
         gains = torch.zeros(n, dtype=torch.long, device=pool.q.device)
-        for rs, cs, block in _pairwise_blocks(pool, pool, None):  # rows x, columns s
-            gains[cs] += fixed_terms(kernel(block), covered[rs, None]).sum(0)
+        split = current_split()  # under DDP each rank sums the terms of its rows x; int64 sums are exact
+        mine = split.shard(n)
+        rows = None if mine is None else mine.to(pool.q.device)
+        own = covered if rows is None else covered[rows]
+        for rs, cs, block in pairwise_blocks(pool, pool, rows):  # rows x, columns s
+            gains[cs] += fixed_terms(kernel(block), own[rs, None]).sum(0)
+        gains = split.total(gains)
 
         def column(p: int) -> Tensor:
             """k(x, p) for every x: one pass over the grid, O(N·d)."""

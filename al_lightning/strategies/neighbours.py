@@ -195,8 +195,10 @@ def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:
     return step, cols
 
 
-def _pairwise_blocks(points: GridPoints, others: GridPoints, rows: Optional[Tensor]):
+def pairwise_blocks(points: GridPoints, others: GridPoints, rows: Optional[Tensor]) -> Iterator[tuple[slice, slice, Tensor]]:
     """Yield (row slice, column slice, exact squared distances of that block) over rows × ``others``.
+
+    The block is a reused buffer: use it before the next one comes.
 
     Column blocks outside (each converted to float64 once), row blocks inside. ``rows``:
     positions of the rows of ``points`` to use (all by default); the row slices index them.
@@ -268,7 +270,7 @@ def nearest_neighbours(
     # Column blocks come in position order, so within a row the kept lists hold lower positions
     # than any later block: a stable sort of [kept, block's k nearest] keeps (distance, position) order.
     kept: dict[int, tuple[Tensor, Tensor]] = {}
-    for rs, cs, block in _pairwise_blocks(points, among, rows):
+    for rs, cs, block in pairwise_blocks(points, among, rows):
         if own is not None and exclude_self:
             inside = (own[rs] >= cs.start) & (own[rs] < cs.stop)
             block[inside.nonzero().squeeze(1), own[rs][inside] - cs.start] = torch.inf
@@ -324,7 +326,7 @@ def radius_edges(
     own = torch.arange(len(points), device=device) if rows is None else rows.to(device)
     found: list[Tensor] = []
     count = 0
-    for rs, cs, block in _pairwise_blocks(points, points, rows):
+    for rs, cs, block in pairwise_blocks(points, points, rows):
         i, j = (block < radius_sq).nonzero(as_tuple=True)
         if i.numel():
             count += i.numel()
@@ -350,7 +352,7 @@ def nearest_other_label_sq(points: GridPoints, labels: Tensor) -> Tensor:
     own = torch.arange(len(points), device=points.q.device) if rows is None else rows
     nearest = torch.full((own.numel(),), torch.inf, dtype=torch.float64, device=points.q.device)
     labels = labels.to(points.q.device)
-    for rs, cs, block in _pairwise_blocks(points, points, rows):
+    for rs, cs, block in pairwise_blocks(points, points, rows):
         other = labels[own[rs], None] != labels[None, cs]
         values = block.masked_fill(~other, torch.inf).amin(dim=1)
         torch.minimum(nearest[rs], values, out=nearest[rs])

@@ -170,6 +170,7 @@ class ProbCover(Strategy):
     requires = ("features",)
     accepts = ("labeled_features",)
     pairwise = True
+    shares_work = True
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""The engine inside ``sharing_work`` on two gloo ranks: each rank its shard of rows, the same results as one process."""
+"""The engine inside ``sharing_work`` on two gloo ranks: each rank its shard of rows, the same results (and the
+same picks of the strategies built on it) as one process."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from al_lightning.strategies import PoolOutputs, build
 from al_lightning.strategies.neighbours import (
     kmeans,
     nearest_neighbours,
@@ -30,7 +32,14 @@ def everything():
     edges = radius_edges(grid, grid.to_grid_sq(2.0))
     labels = torch.arange(101) % 4
     clusters = kmeans(grid, 6, torch.Generator().manual_seed(1))
+    outputs = PoolOutputs(index=torch.arange(200, 301), features=points, labeled_features=points[:3] + 0.5, num_classes=4)
+    shared_strategies = [
+        build("probcover", seed=2),
+        build("maxherding", gamma=2.0),
+        build("maxherding", gamma=2.0, max_dense=0, neighbours=9),
+    ]
     return {
+        "picks": [strategy.select(outputs, 12) for strategy in shared_strategies],
         "knn": (values, positions),
         "edges": edges,
         "other": nearest_other_label_sq(grid, labels),
@@ -64,3 +73,5 @@ def test_two_ranks_sharing_the_work_compute_what_one_process_computes():
         for got, expected in zip(shared["kmeans"][:3], alone["kmeans"][:3]):
             assert torch.equal(got, expected)
         assert shared["kmeans"][3] == alone["kmeans"][3]
+        for got, expected in zip(shared["picks"], alone["picks"]):
+            assert got.tolist() == expected.tolist()
