@@ -91,6 +91,39 @@ def on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
     return out
 
 
+def concat(*points: GridPoints) -> GridPoints:
+    """The rows of ``points`` one after the other; they must share one grid (:func:`on_one_grid`)."""
+    exponents = {p.exponent for p in points}
+    if len(exponents) != 1:
+        raise ValueError(f"can only join points on one grid, got exponents {sorted(exponents)}")
+    return GridPoints(torch.cat([p.q for p in points]), torch.cat([p.sq for p in points]), points[0].exponent)
+
+
+def row_order(points: GridPoints) -> Tensor:
+    """(n,) positions that sort the rows by their grid values, lexicographically (first column first; ties: lower position).
+
+    A canonical order for a set of rows given without ids (the labeled features): whatever order
+    they arrive in, ``points.take(row_order(points))`` is the same. Stable sorts from the last
+    column to the first: O(d·n log n).
+    """
+    order = torch.arange(len(points), device=points.q.device)
+    for column in range(points.q.shape[1] - 1, -1, -1):
+        order = order[torch.sort(points.q[order, column], stable=True).indices]
+    return order
+
+
+def sum_columns(values: Tensor) -> Tensor:
+    """(n,) the sum of each row of (n, k) ``values``, first column to last: a fixed order, so the same bits on any device.
+
+    Exact for grid squared distances while the sums stay below 2^53; beyond, each addition is one
+    correctly rounded float64 operation, in the same order everywhere.
+    """
+    total = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
+    for column in range(values.shape[1]):
+        total += values[:, column]
+    return total
+
+
 def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:
     """(row step, column step): a column block of ~64 MB of float64, a product block of ~4 MB."""
     cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES)))

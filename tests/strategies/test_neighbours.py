@@ -9,11 +9,14 @@ import torch
 
 from al_lightning.strategies import neighbours
 from al_lightning.strategies.neighbours import (
+    concat,
     kmeans,
     nearest_neighbours,
     nearest_other_label_sq,
     on_one_grid,
     radius_edges,
+    row_order,
+    sum_columns,
 )
 
 
@@ -118,3 +121,32 @@ def test_nearest_members_are_each_clusters_closest_point():
     for c in range(4):
         inside = [(float(clusters.sq_distance[i]), i) for i in range(50) if clusters.assignment[i] == c]
         assert int(members[c]) == min(inside)[1]
+
+
+def test_concat_keeps_one_grid_and_refuses_two():
+    a, b = integer_points(5, 3, seed=8), integer_points(4, 3, seed=9, high=7)
+    ga, gb = on_one_grid(a, b)
+    joined = concat(gb, ga)
+    assert joined.q.tolist() == gb.q.tolist() + ga.q.tolist()
+    assert joined.sq.tolist() == [sum(v * v for v in row) for row in joined.q.tolist()]
+    (alone,) = on_one_grid(a * 1000)
+    with pytest.raises(ValueError, match="one grid"):
+        concat(ga, alone)
+
+
+def test_row_order_sorts_rows_lexicographically_ties_to_the_lower_position():
+    points = integer_points(40, 3, seed=10, high=1)  # few distinct rows: real ties
+    grid, = on_one_grid(points)
+    plain = sorted(range(40), key=lambda i: (points[i].tolist(), i))
+    assert row_order(grid).tolist() == plain
+
+
+def test_sum_columns_adds_first_column_to_last():
+    values = torch.tensor([[1.0, 2.0, 3.0], [2.0**53, 1.0, 1.0]], dtype=torch.float64)
+    plain = []
+    for row in values.tolist():
+        total = 0.0
+        for v in row:
+            total = total + v
+        plain.append(total)
+    assert sum_columns(values).tolist() == plain
