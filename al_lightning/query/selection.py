@@ -39,7 +39,8 @@ def select_from_pool(
 
     Every chunk or whole :class:`PoolOutputs` a strategy gets carries the head (``weight``,
     ``bias``) and ``num_classes``, plus the fields it ``requires`` and those it ``accepts``
-    that the caller can give (``targets`` when ``true_targets`` is given). Streaming strategies
+    that the caller can give (``targets`` when ``true_targets`` is given; ``labeled_features``
+    always: TypiClust's labeled set, empty before the first labels). Streaming strategies
     reduce batch by batch (memory O(b) or O(C·b)) and every rank finishes the merged
     reduction identically. Partitioned strategies, given ``subset_loader`` and
     ``labeled_indices``, run each partition on one rank (:func:`select_by_partition`). The others get
@@ -64,6 +65,8 @@ def select_from_pool(
     fields = set(strategy.requires)
     if "targets" in strategy.accepts and true_targets is not None:
         fields.add("targets")
+    if "labeled_features" in strategy.accepts:
+        fields.add("labeled_features")
     per_point = fields & set(SCORED_FIELDS)
     if isinstance(strategy, StreamingStrategy):
         reducer = strategy.reducer(scorer.head(), budget)

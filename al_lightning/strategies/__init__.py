@@ -25,11 +25,13 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     confidence,
     coreset,
     entropy,
+    kmeans_sampling,
     margin,
     margin_selection,
     partitioned_badge,
     partitioned_coreset,
     random_sampling,
+    typiclust,
     vaal,
 )
 

@@ -51,7 +51,10 @@ def test_select_returns_distinct_pool_indices(name, budget):
 
 #: Strategies that draw at random (from their seed); the others pick by the outputs alone (here,
 #: with a labeled set: coreset starts from it, cluster margin clusters deterministically).
-SEEDED = {"random", "balanced_random", "balancing", "badge", "partitioned_badge", "partitioned_coreset", "vaal"}
+SEEDED = {
+    "random", "balanced_random", "balancing", "badge", "partitioned_badge", "partitioned_coreset", "vaal",
+    "kmeans", "typiclust",  # k-means++ seeds
+}
 
 
 @pytest.mark.parametrize("name", available())
