@@ -34,8 +34,9 @@ def run_pair(cli, tmp_path, args):
         ["--al.strategy=coreset"],  # gathered: features of the pool and the labeled set from both ranks
         ["--al.strategy=partitioned_coreset", "--al.strategy_args={partitions: 3}"],  # partitioned
         ["--al.strategy=margin", "--data.feature_cache=cache"],  # each rank extracts its shard of every split
+        ["--al.strategy=typiclust"],  # gathered: k-means of the pool and the labeled set, on rank 0
     ],
-    ids=["base", "coreset", "partitioned_coreset", "feature_cache"],
+    ids=["base", "coreset", "partitioned_coreset", "feature_cache", "typiclust"],
 )
 def test_two_ranks_select_what_one_rank_selects_in_every_round(cli, tmp_path, strategy):
     run_one, run_two = run_pair(cli, tmp_path, [*SAME_WEIGHTS, *strategy])
