@@ -18,6 +18,7 @@ from al_lightning.strategies.strategy import RankedStrategy, Strategy, Streaming
 # Importing the modules registers the strategies.
 from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     badge,
+    bald,
     balanced_random,
     balanced_selection,
     balancing,
@@ -30,6 +31,8 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     margin_selection,
     partitioned_badge,
     partitioned_coreset,
+    power_bald,
+    power_margin,
     random_sampling,
     typiclust,
     vaal,

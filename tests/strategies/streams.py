@@ -22,8 +22,11 @@ def stream(
     with ``idle_rank``), merge their states into the first, and finish."""
     g = torch.Generator().manual_seed(seed)
     bounds = [0, *sorted(torch.randint(1, len(outputs), (cuts,), generator=g).tolist()), len(outputs)]
+    sliced = {f: getattr(outputs, f) for f in ("logits", "features") if getattr(outputs, f) is not None}
     batches = [
-        PoolOutputs(index=outputs.index[a:b], logits=outputs.logits[a:b], weight=outputs.weight, bias=outputs.bias)
+        PoolOutputs(
+            index=outputs.index[a:b], **{f: v[a:b] for f, v in sliced.items()}, weight=outputs.weight, bias=outputs.bias
+        )
         for a, b in zip(bounds, bounds[1:])
         if b > a
     ]

@@ -53,7 +53,8 @@ def test_select_returns_distinct_pool_indices(name, budget):
 #: with a labeled set: coreset starts from it, cluster margin clusters deterministically).
 SEEDED = {
     "random", "balanced_random", "balancing", "badge", "partitioned_badge", "partitioned_coreset", "vaal",
-    "kmeans", "typiclust",  # k-means++ seeds
+    "bald", "power_bald", "power_margin",  # dropout masks, Gumbel noise
+    "kmeans", "typiclust", "dropquery",  # k-means++ seeds (dropquery: and dropout masks)
 }
 
 
