@@ -25,6 +25,7 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     cluster_margin,
     confidence,
     coreset,
+    dropquery,
     entropy,
     kmeans_sampling,
     margin,

@@ -166,3 +166,60 @@ def test_nan_features_are_refused(name):
     outputs.features[4, 1] = float("nan")
     with pytest.raises(ConfigurationError, match="NaN"):
         build(name).select(outputs, 3)
+
+
+def dropquery_outputs(n=80, d=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return PoolOutputs(
+        index=torch.randperm(1000, generator=g)[:n].sort().values,  # in index order, as the strategy works
+        features=torch.randint(-3, 4, (n, d), generator=g).float(),  # integers: exact on the grid
+        weight=torch.randint(-2, 3, (classes, d), generator=g).float(),
+        bias=torch.randint(-2, 3, (classes,), generator=g).float(),
+    )
+
+
+def plain_argmax(values):
+    return max(range(len(values)), key=lambda c: (values[c], -c))  # the first largest
+
+
+def test_dropquery_candidates_are_the_points_most_masks_flip_by_a_plain_loop():
+    from al_lightning.strategies.mc_dropout import dropout_masks
+
+    outputs = dropquery_outputs()
+    strategy = build("dropquery", seed=4, dropout=0.5, samples=5, candidate_factor=0)
+    got = strategy.candidates(outputs, 3, torch.Generator().manual_seed(4)).tolist()
+    mask_seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(4)))
+    masks = dropout_masks(6, 5, 0.5, mask_seed).tolist()
+    w, b = outputs.weight.tolist(), outputs.bias.tolist()
+    plain = []
+    for i, h in enumerate(outputs.features.tolist()):
+        clean = plain_argmax([sum(wc[j] * h[j] for j in range(6)) + bc for wc, bc in zip(w, b)])
+        flips = 0
+        for m in masks:
+            noisy = plain_argmax([sum(wc[j] * h[j] * m[j] * 2.0 for j in range(6)) + bc for wc, bc in zip(w, b)])
+            flips += noisy != clean
+        if flips > 5 // 2:
+            plain.append(i)
+    assert got == plain and 0 < len(plain) < 80
+
+
+def test_dropquery_picks_candidates_and_falls_back_to_all_of_them_then_random():
+    outputs = dropquery_outputs(n=200)
+    strategy = build("dropquery", seed=1, dropout=0.5, samples=5, candidate_factor=0)
+    position = {int(v): i for i, v in enumerate(outputs.index)}
+    candidates = strategy.candidates(outputs, 1, torch.Generator().manual_seed(1))
+    candidate_ids = set(outputs.index[candidates].tolist())
+    few = strategy.select(outputs, 5)
+    assert set(few.tolist()) <= candidate_ids and few.unique().numel() == 5
+    many = strategy.select(outputs, len(candidate_ids) + 10)
+    assert sorted(many[: len(candidate_ids)].tolist()) == sorted(candidate_ids)  # all candidates, then random others
+    assert many.unique().numel() == len(candidate_ids) + 10 and all(int(v) in position for v in many)
+
+
+def test_dropquery_same_seed_same_picks_rows_order_does_not_matter():
+    outputs = dropquery_outputs(n=200)
+    first = build("dropquery", seed=3).select(outputs, 10)
+    rows = torch.randperm(200, generator=torch.Generator().manual_seed(9))
+    shuffled_rows = PoolOutputs(index=outputs.index[rows], features=outputs.features[rows], weight=outputs.weight, bias=outputs.bias)
+    assert torch.equal(first, build("dropquery", seed=3).select(outputs, 10))
+    assert torch.equal(first, build("dropquery", seed=3).select(shuffled_rows, 10))
