@@ -35,9 +35,11 @@ def run_pair(cli, tmp_path, args):
         ["--al.strategy=partitioned_coreset", "--al.strategy_args={partitions: 3}"],  # partitioned
         ["--al.strategy=margin", "--data.feature_cache=cache"],  # each rank extracts its shard of every split
         ["--al.strategy=power_bald", "--al.strategy_args={samples: 4}"],  # streamed, dropout masks and noise by id
-        ["--al.strategy=probcover"],  # shared: every rank its rows of the engine; purity-chosen delta
+        # Shared: every rank its rows of the neighbour engine (k-means, typicality); probcover and
+        # maxherding on two ranks: tests/strategies/test_neighbours_ranks.py.
+        ["--al.strategy=typiclust"],
     ],
-    ids=["base", "coreset", "partitioned_coreset", "feature_cache", "power_bald", "probcover"],
+    ids=["base", "coreset", "partitioned_coreset", "feature_cache", "power_bald", "typiclust"],
 )
 def test_two_ranks_select_what_one_rank_selects_in_every_round(cli, tmp_path, strategy):
     run_one, run_two = run_pair(cli, tmp_path, [*SAME_WEIGHTS, *strategy])

@@ -25,7 +25,9 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     cluster_margin,
     confidence,
     coreset,
+    dropquery,
     entropy,
+    kmeans_sampling,
     margin,
     margin_selection,
     maxherding,
@@ -35,6 +37,7 @@ from al_lightning.strategies import (  # noqa: E402,F401  isort: skip
     power_margin,
     probcover,
     random_sampling,
+    typiclust,
     vaal,
 )
 

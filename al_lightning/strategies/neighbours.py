@@ -85,38 +85,27 @@ class GridPoints:
         return GridPoints(self.q[positions], self.sq[positions], self.exponent)
 
 
-def unit_rows_on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
-    """Like :func:`on_one_grid`, for the rows of ``tensors`` scaled to unit length (zero rows stay zero).
-
-    Deterministic: the rows go on one grid first, each grid row is divided by the square
-    root of its exact squared norm (IEEE division and square root are correctly rounded, so
-    the unit rows are the same bits on any device), and the unit rows go on one grid. The
-    unit rows differ from x/‖x‖ computed in floating point by about one grid step.
-    """
-    grids = on_one_grid(*tensors)
-    units: list[Optional[Tensor]] = []
-    for grid in grids:
-        if grid is None:
-            units.append(None)
-            continue
-        norms = grid.sq.sqrt()
-        norms[norms == 0] = 1.0
-        units.append(grid.q.to(torch.float64) / norms[:, None])
-    return on_one_grid(*units)
-
-
-def concatenated(*grids: GridPoints) -> GridPoints:
-    """The rows of ``grids`` (all on one grid: the same exponent) one after the other."""
-    if len({g.exponent for g in grids}) > 1:
-        raise ValueError("concatenated: the points are on different grids")
-    return GridPoints(torch.cat([g.q for g in grids]), torch.cat([g.sq for g in grids]), grids[0].exponent)
-
-
-def on_one_grid(*tensors: Optional[Tensor]) -> list[Optional[GridPoints]]:
+def on_one_grid(*tensors: Optional[Tensor], unit: bool = False) -> list[Optional[GridPoints]]:
     """Each of ``tensors`` ((n_i, d) features; None passes through) on ONE grid, so distances between them are exact.
+
+    ``unit``: the rows scaled to unit length first (zero rows stay zero), as the typicality and
+    coverage papers' code L2-normalises its features. Deterministic: the rows go on one grid,
+    each grid row is divided by the square root of its exact squared norm (IEEE division and
+    square root are correctly rounded: the same bits on any device), and the unit rows go on
+    one grid. They differ from x/‖x‖ computed in floating point by about one grid step.
 
     Raises ValueError on NaN or infinite values (from :func:`~al_lightning.strategies.distances.grid_exponent`).
     """
+    if unit:
+        units: list[Optional[Tensor]] = []
+        for grid in on_one_grid(*tensors):
+            if grid is None:
+                units.append(None)
+                continue
+            norms = grid.sq.sqrt()
+            norms[norms == 0] = 1.0
+            units.append(grid.q.to(torch.float64) / norms[:, None])
+        return on_one_grid(*units)
     present = [t for t in tensors if t is not None]
     dim = present[0].shape[1] if present else 1
     exponent = grid_exponent(present, dim)
@@ -186,6 +175,39 @@ def sharing_work(device: Optional[torch.device] = None) -> Iterator[WorkSplit]:
 def current_split() -> WorkSplit:
     """The work split in force: :func:`sharing_work`'s, or this process alone."""
     return _SPLIT.get()
+
+
+def concat(*points: GridPoints) -> GridPoints:
+    """The rows of ``points`` one after the other; they must share one grid (:func:`on_one_grid`)."""
+    exponents = {p.exponent for p in points}
+    if len(exponents) != 1:
+        raise ValueError(f"can only join points on one grid, got exponents {sorted(exponents)}")
+    return GridPoints(torch.cat([p.q for p in points]), torch.cat([p.sq for p in points]), points[0].exponent)
+
+
+def row_order(points: GridPoints) -> Tensor:
+    """(n,) positions that sort the rows by their grid values, lexicographically (first column first; ties: lower position).
+
+    A canonical order for a set of rows given without ids (the labeled features): whatever order
+    they arrive in, ``points.take(row_order(points))`` is the same. Stable sorts from the last
+    column to the first: O(d·n log n).
+    """
+    order = torch.arange(len(points), device=points.q.device)
+    for column in range(points.q.shape[1] - 1, -1, -1):
+        order = order[torch.sort(points.q[order, column], stable=True).indices]
+    return order
+
+
+def sum_columns(values: Tensor) -> Tensor:
+    """(n,) the sum of each row of (n, k) ``values``, first column to last: a fixed order, so the same bits on any device.
+
+    Exact for grid squared distances while the sums stay below 2^53; beyond, each addition is one
+    correctly rounded float64 operation, in the same order everywhere.
+    """
+    total = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
+    for column in range(values.shape[1]):
+        total += values[:, column]
+    return total
 
 
 def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:

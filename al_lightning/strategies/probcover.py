@@ -55,13 +55,12 @@ from al_lightning.errors import ConfigurationError
 from al_lightning.strategies.neighbours import (
     GridPoints,
     TooManyEdges,
-    concatenated,
+    concat,
     kmeans,
     nearest_neighbours,
     nearest_other_label_sq,
     on_one_grid,
     radius_edges,
-    unit_rows_on_one_grid,
 )
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.registry import register
@@ -77,7 +76,7 @@ def coverage_points(
 ) -> tuple[GridPoints, Optional[GridPoints]]:
     """The pool and the labeled set (None when absent or empty) on one grid, as unit rows if ``normalize``."""
     labeled = labeled_features if labeled_features is not None and labeled_features.shape[0] else None
-    pool, lab = (unit_rows_on_one_grid if normalize else on_one_grid)(features, labeled)
+    pool, lab = on_one_grid(features, labeled, unit=normalize)
     return pool, lab
 
 
@@ -208,7 +207,7 @@ class ProbCover(Strategy):
                 "probcover: delta=None is chosen by purity over k-means pseudo-labels, one per class, but the "
                 "number of classes is unknown: set `purity_clusters` (e.g. the number of classes) or `delta`"
             )
-        everything = pool if labeled is None else concatenated(pool, labeled)
+        everything = pool if labeled is None else concat(pool, labeled)
         radius_sq = purity_radius_sq(everything, clusters, self.alpha, self.generator(), self.kmeans_iterations)
         if math.isinf(radius_sq):
             raise ConfigurationError(

@@ -54,6 +54,8 @@ def test_select_returns_distinct_pool_indices(name, budget):
 SEEDED = {
     "random", "balanced_random", "balancing", "badge", "partitioned_badge", "partitioned_coreset", "vaal",
     "bald", "power_bald", "power_margin",  # dropout masks, Gumbel noise
+    "kmeans", "typiclust", "dropquery",  # k-means++ seeds (dropquery: and dropout masks)
+    "probcover",  # k-means++ seeds of the purity rule, random picks once all is covered
 }
 
 
@@ -88,7 +90,9 @@ def test_budget_beyond_pool_is_clamped_with_a_warning(name):
 def test_needs_only_the_fields_it_declares(name):
     full = make_outputs()
     strategy = prepared(name, outputs=full)
-    partial = PoolOutputs(index=full.index, **{f: getattr(full, f) for f in strategy.requires})
+    # The number of classes comes with every query (from the head); probcover's purity rule reads it.
+    given = {"num_classes": full.num_classes, **{f: getattr(full, f) for f in strategy.requires}}
+    partial = PoolOutputs(index=full.index, **given)
     assert strategy.select(partial, 5).numel() == 5
 
 

@@ -9,11 +9,14 @@ import torch
 
 from al_lightning.strategies import neighbours
 from al_lightning.strategies.neighbours import (
+    concat,
     kmeans,
     nearest_neighbours,
     nearest_other_label_sq,
     on_one_grid,
     radius_edges,
+    row_order,
+    sum_columns,
 )
 
 
@@ -133,20 +136,40 @@ def test_radius_edges_stop_past_max_edges(blocks):
 def test_unit_rows_are_the_rows_over_their_norms():
     points = torch.tensor([[3.0, 4.0], [0.0, 0.0], [-1.0, 1.0]])
     others = torch.tensor([[0.0, -2.0]])
-    unit, other = neighbours.unit_rows_on_one_grid(points, None, others)[::2]
+    unit, other = on_one_grid(points, None, others, unit=True)[::2]
     plain = [[3 / 5, 4 / 5], [0.0, 0.0], [-(0.5**0.5), 0.5**0.5]]
     step = 2.0 ** -unit.exponent
     assert unit.exponent == other.exponent
     for got, want in zip((unit.q * step).tolist(), plain):
         assert all(abs(g - w) <= step for g, w in zip(got, want))
     assert (other.q * step).tolist() == [[0.0, -1.0]]
-    assert neighbours.unit_rows_on_one_grid(None) == [None]
+    assert on_one_grid(None, unit=True) == [None]
 
 
-def test_concatenated_points_keep_their_grid():
-    a, b = on_one_grid(integer_points(3, 2, seed=0), integer_points(2, 2, seed=1))
-    both = neighbours.concatenated(a, b)
-    assert both.q.tolist() == a.q.tolist() + b.q.tolist() and both.sq.tolist() == a.sq.tolist() + b.sq.tolist()
-    (c,) = on_one_grid(integer_points(2, 2, seed=1) * 1000)
-    with pytest.raises(ValueError, match="different grids"):
-        neighbours.concatenated(a, c)
+def test_concat_keeps_one_grid_and_refuses_two():
+    a, b = integer_points(5, 3, seed=8), integer_points(4, 3, seed=9, high=7)
+    ga, gb = on_one_grid(a, b)
+    joined = concat(gb, ga)
+    assert joined.q.tolist() == gb.q.tolist() + ga.q.tolist()
+    assert joined.sq.tolist() == [sum(v * v for v in row) for row in joined.q.tolist()]
+    (alone,) = on_one_grid(a * 1000)
+    with pytest.raises(ValueError, match="one grid"):
+        concat(ga, alone)
+
+
+def test_row_order_sorts_rows_lexicographically_ties_to_the_lower_position():
+    points = integer_points(40, 3, seed=10, high=1)  # few distinct rows: real ties
+    grid, = on_one_grid(points)
+    plain = sorted(range(40), key=lambda i: (points[i].tolist(), i))
+    assert row_order(grid).tolist() == plain
+
+
+def test_sum_columns_adds_first_column_to_last():
+    values = torch.tensor([[1.0, 2.0, 3.0], [2.0**53, 1.0, 1.0]], dtype=torch.float64)
+    plain = []
+    for row in values.tolist():
+        total = 0.0
+        for v in row:
+            total = total + v
+        plain.append(total)
+    assert sum_columns(values).tolist() == plain

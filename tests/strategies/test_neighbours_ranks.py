@@ -32,8 +32,18 @@ def everything():
     edges = radius_edges(grid, grid.to_grid_sq(2.0))
     labels = torch.arange(101) % 4
     clusters = kmeans(grid, 6, torch.Generator().manual_seed(1))
-    outputs = PoolOutputs(index=torch.arange(200, 301), features=points, labeled_features=points[:3] + 0.5, num_classes=4)
+    head = torch.randn(4, 5, generator=torch.Generator().manual_seed(2))
+    outputs = PoolOutputs(
+        index=torch.arange(200, 301),
+        features=points,
+        weight=head,
+        bias=torch.zeros(4),
+        labeled_features=points[:3] + 0.5,
+    )
     shared_strategies = [
+        build("kmeans", seed=2),
+        build("typiclust", seed=2),
+        build("dropquery", seed=2, candidate_factor=0),
         build("probcover", seed=2),
         build("maxherding", gamma=2.0),
         build("maxherding", gamma=2.0, max_dense=0, neighbours=9),
