@@ -86,6 +86,29 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         label_dir: for oracles that are people: where a paused run keeps its state
             (``run.json``), which the same command finds, and where the file oracle
             exchanges its files.
+        cold_start: the strategy (registry name or class path) that picks round 0's labels of
+            a run that starts with none (``--data.initial_pool_size=0``), on the trunk's
+            features: a label-free one (no ``logits`` in its ``requires``: the head is
+            untrained then; one that trains alongside the classifier is refused too). ``None``:
+            ``strategy`` picks them, as it always did. Its seed derives from ``seed`` and the
+            round like any query's. Given to a run that starts with labels, it is unused and the
+            run warns once rather than refusing, so one config serves runs with and without an
+            initial pool (a sweep over ``--data.initial_pool_size``). The run says which features
+            round 0 is picked on, and warns when they come from a randomly initialised trunk
+            (no ``--model.pretrained``, not a features file): almost surely a mistake.
+        cold_start_args: the cold-start strategy's own options.
+        handover_to: the strategy that queries instead of ``strategy`` once at least
+            ``handover_at`` points are labeled: typicality first, then uncertainty (Hacohen et
+            al., ICML 2022, "Active Learning on a Budget: Opposite Strategies Suit High and Low
+            Budgets"). Give both or neither.
+        handover_args: the handover strategy's own options.
+        handover_at: the number of labeled points from which ``handover_to`` queries.
+
+    Which strategy a query uses is a function of the labeled count alone
+    (:class:`~al_lightning.rounds.schedule.StrategySchedule`), so a resumed or paused run
+    chooses as an uninterrupted one; every check of ``strategy`` (the oracle, the feature
+    cache, companion training, the pairwise subset) applies to each of them. ``rounds.csv``
+    names the strategy that picked each round's new labels (``queried_by``).
     """
 
     def __init__(

@@ -11,6 +11,7 @@ import torch
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.report.runs import load_run
 from al_lightning.rounds import QueryCallback
 from al_lightning.rounds.schedule import INITIAL_POOL
 from al_lightning.run_files import read_rounds
@@ -168,3 +169,21 @@ def test_a_companion_strategy_trains_only_in_the_rounds_whose_query_it_makes(tmp
     # Round 0's query (9 labels) is random's; from 15 labels on the companion's: it trains in rounds 1 and 2 only.
     assert list(Companion.steps) == [derive_seed(0, "strategy networks", round) for round in (1, 2)]
     assert all(Companion.steps.values())
+
+
+def test_reports_tell_cold_starts_and_handovers_apart_and_read_rounds_csv_with_or_without_queried_by(tmp_path):
+    config = "seed_everything: 0\nal:\n  strategy: random\n  cold_start: {cold}\n  handover_to: {to}\n  handover_at: {at}\n"
+    runs = {}
+    for name, cold, to, at, header in [
+        ("plain", "null", "null", "null", "round,num_labeled,test_acc_top1"),  # a rounds.csv from before queried_by
+        ("handover", "coreset", "MARGIN", "40", "round,num_labeled,queried_by,test_acc_top1"),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(config.format(cold=cold, to=to, at=at))
+        queried_by = ["coreset,", "random,", "margin,"] if "queried_by" in header else ["", "", ""]
+        rows = [f"{r},{20 * (r + 1)},{queried_by[r]}0.{r + 1}" for r in range(3)]
+        (tmp_path / name / "rounds.csv").write_text("\n".join([header, *rows]) + "\n")
+        runs[name] = load_run(tmp_path / name)
+    assert runs["plain"].strategy == "random"
+    assert runs["handover"].strategy == "coreset → random → margin@40"
+    assert [runs[name].rows[40]["test_acc_top1"] for name in runs] == [0.2, 0.2]
