@@ -33,7 +33,13 @@ MOVED_OPTIONS = {
 }
 
 #: Each plug-in kind: the key naming it, the key of its options, and its registry (``--print_config`` shows them all).
-PLUGINS = (("data.dataset", "data.dataset_args", SOURCES), ("al.strategy", "al.strategy_args", STRATEGIES), ("al.oracle", "al.oracle_args", ORACLES))
+PLUGINS = (
+    ("data.dataset", "data.dataset_args", SOURCES),
+    ("al.strategy", "al.strategy_args", STRATEGIES),
+    ("al.cold_start", "al.cold_start_args", STRATEGIES),
+    ("al.handover_to", "al.handover_args", STRATEGIES),
+    ("al.oracle", "al.oracle_args", ORACLES),
+)
 
 TENSORBOARD_LOGGER = "pytorch_lightning.loggers.TensorBoardLogger"
 

@@ -41,10 +41,13 @@ RUN_JSON = "run.json"
 
 #: Columns of rounds.csv, one row per training round. ``test_acc_top5`` is empty with five
 #: classes or fewer (it would always be 1.0), and the test columns are empty without a test split.
+#: ``queried_by``: the strategy whose query added the round's new labels (``initial_pool``: they
+#: came with the data); files written before it existed lack the column.
 ROUND_COLUMNS = (
     "round",
     "num_labeled",
     "num_queried",
+    "queried_by",
     "num_scored",
     "test_acc_top1",
     "test_acc_top5",

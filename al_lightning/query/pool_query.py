@@ -40,8 +40,11 @@ class PoolQuery:
     others are gathered on rank 0, which selects; rank 0's choice is broadcast with the
     trainer's own strategy, so all ranks label the same points.
 
+    The strategy is an argument of :meth:`run`: a run may query with several (a cold start,
+    a handover; :class:`~al_lightning.rounds.schedule.StrategySchedule`), and the subsets
+    follow the strategy of each query.
+
     Args:
-        strategy: the query strategy (its seed is set per round).
         budget: labels per query.
         seed: the experiment seed, from which each round's strategy and subset seeds derive.
         pool_subset: every strategy scores a seeded random subset of at most this many
@@ -57,7 +60,6 @@ class PoolQuery:
 
     def __init__(
         self,
-        strategy: Strategy,
         budget: int,
         seed: int,
         pool_subset: Optional[int] = None,
@@ -72,17 +74,22 @@ class PoolQuery:
                 f"--al.pairwise_subset={pairwise_subset} counts labeled and unlabeled points together, so it must be "
                 f"larger than --al.labeled_subset={labeled_subset} to leave room for unlabeled points"
             )
-        self.strategy = strategy
         self.budget = budget
         self.seed = seed
         self.pool_subset = pool_subset
         self.labeled_subset = labeled_subset
-        self.pairwise_subset = pairwise_subset if strategy.pairwise else None
+        self.pairwise_subset = pairwise_subset
 
     def run(
-        self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, round: int, true_labels: Optional[Tensor] = None
+        self,
+        trainer: pl.Trainer,
+        module: ActiveClassifier,
+        datamodule: ActiveDataModule,
+        strategy: Strategy,
+        round: int,
+        true_labels: Optional[Tensor] = None,
     ) -> QueryResult:
-        """Select up to ``budget`` unlabeled points with ``module``'s weights, for round ``round``.
+        """Select up to ``budget`` unlabeled points with ``strategy`` and ``module``'s weights, for round ``round``.
 
         ``true_labels``: the pool's true labels, from an oracle that knows them (the simulated
         one); strategies that read them get them (``PoolOutputs.targets``).
@@ -93,7 +100,7 @@ class PoolQuery:
             rank_zero_warn(f"budget {budget} exceeds the {pool.num_unlabeled} unlabeled points left; labeling all of them")
             budget = pool.num_unlabeled
         labeled = self._subset(pool.labeled_indices(), self.labeled_subset, "labeled", round)
-        option, size = self._unlabeled_subset_size(labeled.numel())
+        option, size = self._unlabeled_subset_size(strategy, labeled.numel())
         candidates = self._subset(pool.unlabeled_indices(), size, "pool", round)
         if budget > candidates.numel():
             rank_zero_warn(
@@ -101,10 +108,10 @@ class PoolQuery:
                 f"round {round} labels only {candidates.numel()}; raise it so that at least the budget is scored"
             )
             budget = candidates.numel()
-        self.strategy.seed = derive_seed(self.seed, "strategy", round)
+        strategy.seed = derive_seed(self.seed, "strategy", round)
         started = time.perf_counter()
         chosen = select_from_pool(
-            self.strategy,
+            strategy,
             budget,
             self._scorer(trainer, module, progress=f"[al] round {round}: scoring the pool"),
             pool_loader=datamodule.pool_dataloader(candidates),
@@ -118,15 +125,13 @@ class PoolQuery:
         chosen = broadcast(chosen)
         seconds = time.perf_counter() - started
         rank_zero_info(
-            f"[al] round {round}: {self.strategy_name} picked {chosen.numel()} of {candidates.numel()} scored points in {seconds:.2f}s"
+            f"[al] round {round}: {strategy_name(strategy)} picked {chosen.numel()} of {candidates.numel()} scored points in {seconds:.2f}s"
         )
-        return QueryResult(self.describe(trainer, module, datamodule, chosen, round), candidates.numel(), seconds)
+        return QueryResult(self.describe(trainer, module, datamodule, strategy, chosen, round), candidates.numel(), seconds)
 
-    @property
-    def strategy_name(self) -> str:
-        return self.strategy.name or type(self.strategy).__name__
-
-    def describe(self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, chosen: Tensor, round: int) -> Query:
+    def describe(
+        self, trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule, strategy: Strategy, chosen: Tensor, round: int
+    ) -> Query:
         """The chosen points with the model's prediction, its confidence and the strategy's score of each.
 
         One more forward pass, over the chosen points only (every rank its shard, gathered).
@@ -144,7 +149,7 @@ class PoolQuery:
         head = scorer.head()
         outputs = PoolOutputs(chosen, logits=logits, features=features, weight=head.weight.cpu(), bias=head.bias.cpu(), num_classes=head.num_classes)
         confidence, predicted = logits.softmax(dim=1).max(dim=1)
-        scores = self.strategy.point_scores(outputs) if bool(found.all()) else None
+        scores = strategy.point_scores(outputs) if bool(found.all()) else None
         return Query(
             round=round,
             indices=chosen,
@@ -153,7 +158,7 @@ class PoolQuery:
             confidence=confidence,
             scores=None if scores is None else scores.double().cpu(),
             class_names=list(datamodule.class_names),
-            strategy=self.strategy_name,
+            strategy=strategy_name(strategy),
             image_files=datamodule.item_files(chosen),
         )
 
@@ -162,9 +167,9 @@ class PoolQuery:
         """Scoring as the trainer runs ``module`` (:meth:`InferenceLoop.of <al_lightning.inference.InferenceLoop.of>`)."""
         return PoolScorer(InferenceLoop.of(trainer, module, progress))
 
-    def _unlabeled_subset_size(self, num_labeled: int) -> tuple[str, Optional[int]]:
-        """The option that bounds the unlabeled points scored, and the bound (None: all)."""
-        if self.pairwise_subset is None:
+    def _unlabeled_subset_size(self, strategy: Strategy, num_labeled: int) -> tuple[str, Optional[int]]:
+        """The option that bounds the unlabeled points ``strategy`` scores, and the bound (None: all)."""
+        if self.pairwise_subset is None or not strategy.pairwise:
             return f"--al.pool_subset={self.pool_subset}", self.pool_subset
         size = self.pairwise_subset - num_labeled
         if size < 1:
@@ -183,3 +188,8 @@ class PoolQuery:
             return indices
         generator = torch.Generator().manual_seed(derive_seed(self.seed, what, round))
         return indices[torch.randperm(indices.numel(), generator=generator)[:size]].sort().values
+
+
+def strategy_name(strategy: Strategy) -> str:
+    """The strategy's registry name, or its class name for an unregistered one."""
+    return strategy.name or type(strategy).__name__

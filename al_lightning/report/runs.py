@@ -56,12 +56,28 @@ def strategy_label(config: dict[str, Any]) -> str:
     """The strategy a run used: ``al.strategy`` (registry names lower-cased), with its ``al.strategy_args`` if any.
 
     ``partitioned_badge`` with ``{partitions: 5}`` is ``partitioned_badge(partitions=5)``, so
-    runs of one strategy with different arguments are separate curves.
+    runs of one strategy with different arguments are separate curves. A cold start and a
+    handover are part of it: ``coreset → random → margin@400`` (``--al.cold_start=coreset``,
+    ``--al.handover_to=margin --al.handover_at=400``).
     """
-    name = str(config.get("al.strategy") or "?")
+    name = _one_strategy(config, "al.strategy", "al.strategy_args") or "?"
+    cold_start = _one_strategy(config, "al.cold_start", "al.cold_start_args")
+    if cold_start:
+        name = f"{cold_start} → {name}"
+    handover = _one_strategy(config, "al.handover_to", "al.handover_args")
+    if handover:
+        name = f"{name} → {handover}@{config.get('al.handover_at')}"
+    return name
+
+
+def _one_strategy(config: dict[str, Any], name_key: str, args_key: str) -> Optional[str]:
+    name = config.get(name_key)
+    if not name:
+        return None
+    name = str(name)
     if "." not in name:  # a registry name: case-insensitive; a class path keeps its case
         name = name.lower()
-    args = {k[len("al.strategy_args."):]: v for k, v in config.items() if k.startswith("al.strategy_args.")}
+    args = {k[len(args_key) + 1:]: v for k, v in config.items() if k.startswith(f"{args_key}.")}
     if args:
         name += "(" + ", ".join(f"{k}={_show(v)}" for k, v in sorted(args.items())) + ")"
     return name

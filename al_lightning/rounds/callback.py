@@ -23,6 +23,7 @@ from al_lightning.rounds.companion import CompanionTraining
 from al_lightning.rounds.early_stopping import RoundEarlyStopping
 from al_lightning.rounds.evaluation import evaluate_test
 from al_lightning.rounds.records import RoundRecords
+from al_lightning.rounds.schedule import INITIAL_POOL, ScheduledStrategy, StrategySchedule
 from al_lightning.rounds.state import Phase, RoundState
 from al_lightning.run_files import read_run_json, write_run_json
 from al_lightning.seeding import derive_seed, resolve_seed, seed_rngs
@@ -85,6 +86,29 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         label_dir: for oracles that are people: where a paused run keeps its state
             (``run.json``), which the same command finds, and where the file oracle
             exchanges its files.
+        cold_start: the strategy (registry name or class path) that picks round 0's labels of
+            a run that starts with none (``--data.initial_pool_size=0``), on the trunk's
+            features: a label-free one (no ``logits`` in its ``requires``: the head is
+            untrained then; one that trains alongside the classifier is refused too). ``None``:
+            ``strategy`` picks them, as it always did. Its seed derives from ``seed`` and the
+            round like any query's. Given to a run that starts with labels, it is unused and the
+            run warns once rather than refusing, so one config serves runs with and without an
+            initial pool (a sweep over ``--data.initial_pool_size``). The run says which features
+            round 0 is picked on, and warns when they come from a randomly initialised trunk
+            (no ``--model.pretrained``, not a features file): almost surely a mistake.
+        cold_start_args: the cold-start strategy's own options.
+        handover_to: the strategy that queries instead of ``strategy`` once at least
+            ``handover_at`` points are labeled: typicality first, then uncertainty (Hacohen et
+            al., ICML 2022, "Active Learning on a Budget: Opposite Strategies Suit High and Low
+            Budgets"). Give both or neither.
+        handover_args: the handover strategy's own options.
+        handover_at: the number of labeled points from which ``handover_to`` queries.
+
+    Which strategy a query uses is a function of the labeled count alone
+    (:class:`~al_lightning.rounds.schedule.StrategySchedule`), so a resumed or paused run
+    chooses as an uninterrupted one; every check of ``strategy`` (the oracle, the feature
+    cache, companion training, the pairwise subset) applies to each of them. ``rounds.csv``
+    names the strategy that picked each round's new labels (``queried_by``).
     """
 
     def __init__(
@@ -107,6 +131,11 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         oracle: str = "simulated",
         oracle_args: Optional[dict[str, Any]] = None,
         label_dir: Optional[str] = None,
+        cold_start: Optional[str] = None,
+        cold_start_args: Optional[dict[str, Any]] = None,
+        handover_to: Optional[str] = None,
+        handover_args: Optional[dict[str, Any]] = None,
+        handover_at: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,6 +144,12 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         if min_epochs < 0:
             raise ConfigurationError(f"min_epochs must be >= 0, got {min_epochs}")
         self.strategy = build(strategy, **(strategy_args or {}))
+        self.schedule = StrategySchedule(
+            ScheduledStrategy("--al.strategy", self.strategy.name or strategy, self.strategy),
+            _scheduled("--al.cold_start", cold_start, "--al.cold_start_args", cold_start_args),
+            _scheduled("--al.handover_to", handover_to, "--al.handover_args", handover_args),
+            handover_at,
+        )
         self.rounds = rounds
         self.max_epochs = max_epochs
         self.min_epochs = min_epochs
@@ -126,19 +161,23 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
             raise ConfigurationError(
                 f"--al.oracle={oracle} needs --al.label_dir=DIR: where the paused run's state (and the file oracle's files) live"
             )
-        if not oracle_class.answers_at_once and "targets" in self.strategy.requires:
-            raise ConfigurationError(
-                f"strategy '{strategy}' reads the pool's true labels during the query, which people cannot give "
-                f"(--al.oracle={oracle}); use it with --al.oracle=simulated"
-            )
+        for scheduled in self.schedule.all():
+            if not oracle_class.answers_at_once and "targets" in scheduled.strategy.requires:
+                raise ConfigurationError(
+                    f"{scheduled.option}={scheduled.name} reads the pool's true labels during the query, which people cannot give "
+                    f"(--al.oracle={oracle}); use it with --al.oracle=simulated"
+                )
         self.label_dir = Path(label_dir).expanduser() if label_dir else None
         self.oracle: Optional[Oracle] = None  # made at setup, once the data is there
-        self.query = PoolQuery(self.strategy, budget, self.seed, pool_subset, labeled_subset, pairwise_subset)
+        self.query = PoolQuery(budget, self.seed, pool_subset, labeled_subset, pairwise_subset)
         self.early_stopping = RoundEarlyStopping(patience, mode, tie_improves)
         self.records = RoundRecords()
-        self.companion = (
-            CompanionTraining(self.strategy, self.strategy.name or strategy) if isinstance(self.strategy, TrainsWithClassifier) else None
-        )
+        #: Companion training of each strategy with networks of its own, by option.
+        self.companions = {
+            s.option: CompanionTraining(s.strategy, s.name) for s in self.schedule.all() if isinstance(s.strategy, TrainsWithClassifier)
+        }
+        #: The current round's: that of the strategy whose query ends the round (set as the round starts).
+        self.companion: Optional[CompanionTraining] = None
         self.state = RoundState()  # saved in checkpoints
         # The round in progress (a resumed run replays it from its start): not saved.
         self.epochs_in_round = 0
@@ -173,11 +212,12 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
                     "--data.feature_cache stores a frozen trunk's features, but --model.freeze_backbone is false "
                     "(fine-tuning changes them every step); set --model.freeze_backbone=true or drop the cache"
                 )
-            if "images" in self.strategy.requires:
-                raise ConfigurationError(
-                    f"strategy '{self.hparams.strategy}' reads the pool's images, which a feature cache replaces by "
-                    "features; run it without --data.feature_cache"
-                )
+            for scheduled in self.schedule.all():
+                if "images" in scheduled.strategy.requires:
+                    raise ConfigurationError(
+                        f"{scheduled.option}={scheduled.name} reads the pool's images, which a feature cache replaces by "
+                        "features; run it without --data.feature_cache"
+                    )
         will_query = self.rounds > 0 or datamodule.pool.num_labeled == 0
         self.oracle = (
             ORACLES.build(self.hparams.oracle, self.hparams.oracle_args, targets=datamodule.train_targets, label_dir=self.label_dir)
@@ -214,14 +254,22 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
                 self._pause(trainer)
                 return
         elif self.state.round == 0 and datamodule.pool.num_labeled == 0:
-            if self.companion is not None:
+            scheduled = self.schedule.for_query(0)
+            if isinstance(scheduled.strategy, TrainsWithClassifier):
                 raise ConfigurationError(
-                    f"strategy '{self.hparams.strategy}' trains alongside the classifier, so it cannot choose the "
-                    "initial pool; set --data.initial_pool_size to more than 0"
+                    f"{scheduled.option}={scheduled.name} trains alongside the classifier, so it cannot choose the "
+                    "initial pool; set --data.initial_pool_size to more than 0, or --al.cold_start to a label-free strategy"
                 )
-            # No initial pool: round 0's labels are the strategy's pick with the untrained head.
+            # No initial pool: round 0's labels are the cold start's (or the strategy's) pick with the untrained head.
             pl_module.reset_weights(derive_seed(self.seed, "head", 0))
+            if scheduled.reads_features:
+                _say_features(_features_source(trainer, pl_module, datamodule), scheduled)
             self._query(trainer, pl_module, datamodule)
+        elif self.state.round == 0 and self.schedule.cold_start is not None and self.records.query["queried_by"] == INITIAL_POOL:
+            rank_zero_warn(
+                f"--al.cold_start={self.schedule.cold_start.name} is unused: the run starts with "
+                f"{datamodule.pool.num_labeled} labels; set --data.initial_pool_size=0 to have it pick round 0's labels"
+            )
         self.records.write(trainer, datamodule)
         if self.state.phase is Phase.WAITING:
             # Paused before any training: nothing for Lightning to restore, so it can be saved now.
@@ -267,6 +315,8 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         pl_module.update_class_weights(datamodule.pool.class_counts(datamodule.num_classes))
         seed_rngs(derive_seed(self.seed, "round", round))
         trainer.strategy.setup_optimizers(trainer)
+        # The labeled count does not change while the round trains: the query ending it is known now.
+        self.companion = self.companions.get(self.schedule.for_query(datamodule.pool.num_labeled).option)
         if self.companion is not None:
             self.companion.start_round(
                 pl_module,
@@ -277,7 +327,16 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         self.early_stopping.reset()
         self.epochs_in_round = 0
         self._round_started = time.perf_counter()
-        rank_zero_info(f"[al] round {round}: training on {datamodule.pool.num_labeled} labels")
+        rank_zero_info(f"[al] round {round}: training on {datamodule.pool.num_labeled} labels{self._picked_by(datamodule, round)}")
+
+    def _picked_by(self, datamodule: ActiveDataModule, round: int) -> str:
+        """Where the round's new labels came from, for its first log line."""
+        queried_by = self.records.query["queried_by"]
+        if queried_by is None:  # a checkpoint from before the records kept it
+            return ""
+        if queried_by == INITIAL_POOL:
+            return " (the initial pool)"
+        return f", {int((datamodule.pool.rounds == round).sum())} of them picked by {queried_by}"
 
     def _end_round(self, trainer: pl.Trainer, pl_module: ActiveClassifier) -> None:
         datamodule = self._datamodule(trainer)
@@ -316,8 +375,11 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
     # -- queries and labels ----------------------------------------------------------------
     def _query(self, trainer: pl.Trainer, pl_module: ActiveClassifier, datamodule: ActiveDataModule) -> None:
         """The current round's query: select, record, hand it to the oracle, and label it if the oracle answers."""
-        result = self.query.run(trainer, pl_module, datamodule, round=self.state.round, true_labels=self.oracle.true_labels())
-        self.records.note_query(result.scored, result.seconds)
+        scheduled = self.schedule.for_query(datamodule.pool.num_labeled)
+        result = self.query.run(
+            trainer, pl_module, datamodule, scheduled.strategy, round=self.state.round, true_labels=self.oracle.true_labels()
+        )
+        self.records.note_query(result.scored, result.seconds, scheduled.name)
         self.records.write_query(trainer, result.query)
         self.state.wait_for(result.query)
         on_rank_zero(lambda: self.oracle.request(result.query))
@@ -363,3 +425,36 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
 def _say_never_monitored(monitor: str, max_epochs: int) -> None:
     """Said once per process: every round would say it."""
     rank_zero_warn(f"'{monitor}' was never logged (no validation split?): every round trains {max_epochs} epochs and keeps its last weights")
+
+
+def _scheduled(option: str, name: Optional[str], args_option: str, args: Optional[dict[str, Any]]) -> Optional[ScheduledStrategy]:
+    """The strategy ``option`` names (its options ``args``, given as ``args_option``), built as ``--al.strategy`` is; None when not given."""
+    if name is None:
+        if args:
+            raise ConfigurationError(f"{args_option} without {option}: name the strategy they are for")
+        return None
+    strategy = build(name, **(args or {}))
+    return ScheduledStrategy(option, strategy.name or name, strategy)
+
+
+def _features_source(trainer: pl.Trainer, module: ActiveClassifier, datamodule: ActiveDataModule) -> tuple[str, bool]:
+    """What features a query reads, in words, and whether they come from trained weights
+    (a features file, a feature cache of a pretrained trunk, a pretrained trunk) rather than a random initialisation."""
+    if module.hparams.backbone == "identity":
+        return f"the features file {datamodule.hparams.path}", True
+    pretrained = module.hparams.pretrained
+    weights = f"weights from {pretrained}" if pretrained else "randomly initialised weights"
+    where = f"the feature cache {datamodule.feature_cache} of the trunk" if datamodule.feature_cache is not None else "the trunk"
+    return f"{where} {module.hparams.backbone} with {weights}", bool(pretrained)
+
+
+def _say_features(source: tuple[str, bool], scheduled: ScheduledStrategy) -> None:
+    """Which features round 0 is picked on; a warning when they come from a randomly initialised trunk."""
+    words, trained = source
+    if trained:
+        rank_zero_info(f"[al] round 0: {scheduled.name} picks on the features of {words}")
+    else:
+        rank_zero_warn(
+            f"{scheduled.option}={scheduled.name} picks round 0's labels on the features of {words}, which say little "
+            "about the images; give the trunk pretrained weights (--model.pretrained=FILE) or use a features file"
+        )

@@ -16,6 +16,7 @@ from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.metrics import class_entropy, imbalance_ratio
 from al_lightning.oracles import Query, write_query_csv
 from al_lightning.rounds.figures import sorted_class_counts_figure
+from al_lightning.rounds.schedule import INITIAL_POOL
 from al_lightning.run_files import query_file, write_class_counts, write_pool, write_rounds
 
 #: TensorBoard image tag of each round's labeled class counts, sorted from least to most labeled.
@@ -50,13 +51,14 @@ class RoundRecords:
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []
         self.class_history: list[dict[str, Any]] = []
-        #: What the query that made the current round's labels measured (round 0's labels came with the data: None).
-        self.query: dict[str, Any] = {"num_scored": None, "query_seconds": 0.0}
+        #: What the query that made the current round's labels measured, and which strategy made it
+        #: (round 0's labels came with the data: no count, ``queried_by`` :data:`INITIAL_POOL`).
+        self.query: dict[str, Any] = {"num_scored": None, "query_seconds": 0.0, "queried_by": INITIAL_POOL}
         self.hparams_logged = False  # a resumed finished run does not log them again
 
-    def note_query(self, scored: int, seconds: float) -> None:
-        """The query that made the next round's labels scored ``scored`` points in ``seconds``."""
-        self.query = {"num_scored": scored, "query_seconds": seconds}
+    def note_query(self, scored: int, seconds: float, queried_by: str) -> None:
+        """The query that made the next round's labels: strategy ``queried_by`` scored ``scored`` points in ``seconds``."""
+        self.query = {"num_scored": scored, "query_seconds": seconds, "queried_by": queried_by}
 
     def add_round(self, trainer: pl.Trainer, datamodule: ActiveDataModule, round: int, **values: Any) -> dict[str, Any]:
         """Record round ``round`` (``values``: test accuracy, epochs, timings, ...) and write the files."""
@@ -77,7 +79,8 @@ class RoundRecords:
         self.write(trainer, datamodule)
         figure = None
         for logger in trainer.loggers:
-            logger.log_metrics({f"al/{k}": float(v) for k, v in row.items() if k != "round" and v is not None}, step=row["num_labeled"])
+            numbers = {f"al/{k}": float(v) for k, v in row.items() if k != "round" and v is not None and not isinstance(v, str)}
+            logger.log_metrics(numbers, step=row["num_labeled"])
             if isinstance(logger, pl.loggers.TensorBoardLogger) and counts.sum() > 0:
                 class_edges = np.arange(datamodule.num_classes + 1) - 0.5
                 labels = pool.labels[pool.labeled_mask].numpy()
@@ -138,7 +141,7 @@ class RoundRecords:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
         self.class_history = list(state["class_history"])
-        self.query = dict(state["query"])
+        self.query = {"queried_by": None, **state["query"]}  # None: a checkpoint from before it was kept
         self.hparams_logged = bool(state["hparams_logged"])
 
 

@@ -85,7 +85,7 @@ def test_bad_callback_settings():
     with pytest.raises(ConfigurationError, match="does not take these arguments"):
         QueryCallback(strategy="margin", strategy_args={"depth": 3})
     # People cannot answer during a query: a strategy that reads the true labels then is refused before the run.
-    with pytest.raises(ConfigurationError, match="strategy 'balanced_random' reads the pool's true labels .* use it with --al.oracle=simulated"):
+    with pytest.raises(ConfigurationError, match="--al.strategy=balanced_random reads the pool's true labels .* use it with --al.oracle=simulated"):
         QueryCallback(strategy="balanced_random", oracle="file", label_dir="team")
     with pytest.raises(ConfigurationError, match="--al.oracle=labelstudio needs --al.label_dir=DIR"):
         QueryCallback(oracle="labelstudio")
