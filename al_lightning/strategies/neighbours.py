@@ -415,15 +415,32 @@ class Clusters:
         return out
 
 
-def kmeans_plus_plus(points: GridPoints, clusters: int, generator: torch.Generator) -> Tensor:
-    """(K,) positions of k-means++ seeds (Arthur & Vassilvitskii, 2007): the first uniform, each next drawn ∝ D².
+def exact_total(values: Tensor) -> int:
+    """The exact sum of non-negative integers below 2^53 held in float64, whatever their number (a Python int).
 
-    Draws with :func:`~al_lightning.strategies.badge.d2_sample` on exact distances, so the same
-    points and generator give the same seeds on any device.
+    Each value is split into two 27-bit limbs summed in int64 (exact for fewer than 2^36
+    values), so the total does not depend on the order of the terms: the same on any device,
+    and for a sum made of ranks' partial sums.
+    """
+    whole = values.to(torch.int64)
+    high, low = whole >> 27, whole & ((1 << 27) - 1)
+    return (int(high.sum()) << 27) + int(low.sum())
+
+
+def kmeans_plus_plus(points: GridPoints, clusters: int, generator: torch.Generator) -> Tensor:
+    """(K,) positions of greedy k-means++ seeds: the first uniform, each next the best of L draws ∝ D².
+
+    k-means++ (Arthur & Vassilvitskii, 2007) as scikit-learn's ``KMeans`` runs it (the
+    TypiClust authors' clustering): every step draws L = 2 + ⌊ln K⌋ candidates with probability
+    ∝ D² (:func:`~al_lightning.strategies.badge.d2_sample`) and keeps the one that leaves the
+    smallest potential Σ_x min(D²(x), ‖x − c‖²) (ties: the first drawn). Distances are exact and
+    potentials exact integer sums (:func:`exact_total`), so the same points and generator give
+    the same seeds on any device and any number of ranks. Cost: O(K·L·N·d).
     """
     from al_lightning.strategies.badge import d2_sample
 
     n = len(points)
+    trials = 2 + int(math.log(clusters))
     split = current_split()
     mine = split.shard(n)
     rows = None if mine is None else mine.to(points.q.device)
@@ -436,10 +453,16 @@ def kmeans_plus_plus(points: GridPoints, clusters: int, generator: torch.Generat
     nearest = distances_to(first)
     nearest[first] = 0.0
     for _ in range(1, clusters):
-        pick = d2_sample(nearest, picks, generator)
+        best: Optional[tuple[int, int, Tensor]] = None
+        for _ in range(trials):
+            candidate = d2_sample(nearest, picks, generator)
+            covered = torch.minimum(nearest, distances_to(candidate))
+            covered[candidate] = 0.0
+            potential = exact_total(covered)
+            if best is None or potential < best[0]:
+                best = (potential, candidate, covered)
+        _, pick, nearest = best
         picks.append(pick)
-        torch.minimum(nearest, distances_to(pick), out=nearest)
-        nearest[pick] = 0.0
     return torch.tensor(picks, dtype=torch.long)
 
 

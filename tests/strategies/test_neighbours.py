@@ -173,3 +173,43 @@ def test_sum_columns_adds_first_column_to_last():
             total = total + v
         plain.append(total)
     assert sum_columns(values).tolist() == plain
+
+
+def test_exact_total_is_the_integer_sum_whatever_the_size_of_the_terms():
+    values = torch.tensor([2.0**52 + 1, 2.0**52 - 1, 3.0, 0.0, 2.0**40 + 5], dtype=torch.float64)
+    assert neighbours.exact_total(values) == (2**52 + 1) + (2**52 - 1) + 3 + 0 + (2**40 + 5)
+
+
+def plain_greedy_seeds(q, clusters, seed):
+    """Greedy k-means++ as plain Python: the best of 2 + floor(ln K) draws proportional to D², drawn by inverse CDF."""
+    import math
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = q.tolist()
+    n = len(rows)
+    first = int(torch.randint(n, (1,), generator=generator))
+    picks = [first]
+    nearest = [plain_sq(r, rows[first]) for r in rows]
+    for _ in range(1, clusters):
+        best = None
+        for _ in range(2 + int(math.log(clusters))):
+            u = float(torch.rand(1, generator=generator, dtype=torch.float64)) * sum(nearest)
+            running, candidate = 0.0, None
+            for i, w in enumerate(nearest):
+                running += w
+                if running > u:
+                    candidate = i
+                    break
+            covered = [min(w, plain_sq(r, rows[candidate])) for w, r in zip(nearest, rows)]
+            if best is None or sum(covered) < best[0]:
+                best = (sum(covered), candidate, covered)
+        picks.append(best[1])
+        nearest = best[2]
+    return picks
+
+
+def test_kmeans_plus_plus_keeps_the_best_of_its_draws():
+    points = integer_points(40, 3, seed=11, high=6)
+    (grid,) = on_one_grid(points)
+    got = neighbours.kmeans_plus_plus(grid, 6, torch.Generator().manual_seed(4))
+    assert got.tolist() == plain_greedy_seeds(grid.q.double(), 6, 4)
