@@ -25,9 +25,9 @@ from al_lightning.sweep import OWNED
 
 #: Config keys (dotted; a key also covers everything below it) left out when deciding whether two
 #: runs are comparable. What a sweep sets per run (:data:`~al_lightning.sweep.OWNED`: the
-#: strategy, the seed, the folder, the resume point) and the strategy's own options
-#: (``al.strategy_args`` become part of its name, see
-#: :func:`~al_lightning.report.runs.strategy_label`); ``al.rounds`` only says when a run stops,
+#: strategy, the seed, the folder, the resume point), the strategy's own options and the cold
+#: start and handover (``al.strategy_args``, ``al.cold_start*``, ``al.handover*`` become part of its
+#: name, see :func:`~al_lightning.report.runs.strategy_label`); ``al.rounds`` only says when a run stops,
 #: which changes no round's numbers (runs cut short are what the alignment by label count is
 #: for); the others say where files go, what gets logged or shown, and how checkpoints are
 #: written, none of which changes a run's numbers. Everything else splits groups,
@@ -36,6 +36,11 @@ from al_lightning.sweep import OWNED
 IGNORED_KEYS = (
     *OWNED,
     "al.strategy_args",
+    "al.cold_start",
+    "al.cold_start_args",
+    "al.handover_to",
+    "al.handover_args",
+    "al.handover_at",
     "al.seed",
     "data.seed",
     "al.rounds",

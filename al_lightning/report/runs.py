@@ -58,11 +58,12 @@ def strategy_label(config: dict[str, Any]) -> str:
     ``partitioned_badge`` with ``{partitions: 5}`` is ``partitioned_badge(partitions=5)``, so
     runs of one strategy with different arguments are separate curves. A cold start and a
     handover are part of it: ``coreset → random → margin@400`` (``--al.cold_start=coreset``,
-    ``--al.handover_to=margin --al.handover_at=400``).
+    ``--al.handover_to=margin --al.handover_at=400``); a cold start by the run's own strategy is
+    no different from none (``random``, not ``random → random``).
     """
     name = _one_strategy(config, "al.strategy", "al.strategy_args") or "?"
     cold_start = _one_strategy(config, "al.cold_start", "al.cold_start_args")
-    if cold_start:
+    if cold_start and cold_start != name:
         name = f"{cold_start} → {name}"
     handover = _one_strategy(config, "al.handover_to", "al.handover_args")
     if handover:

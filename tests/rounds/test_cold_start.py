@@ -11,6 +11,7 @@ import torch
 from al_lightning.data import ActiveDataModule
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.report.groups import group_runs
 from al_lightning.report.runs import load_run
 from al_lightning.rounds import QueryCallback
 from al_lightning.rounds.schedule import INITIAL_POOL
@@ -177,6 +178,7 @@ def test_reports_tell_cold_starts_and_handovers_apart_and_read_rounds_csv_with_o
     for name, cold, to, at, header in [
         ("plain", "null", "null", "null", "round,num_labeled,test_acc_top1"),  # a rounds.csv from before queried_by
         ("handover", "coreset", "MARGIN", "40", "round,num_labeled,queried_by,test_acc_top1"),
+        ("own_cold_start", "random", "null", "null", "round,num_labeled,queried_by,test_acc_top1"),
     ]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(config.format(cold=cold, to=to, at=at))
@@ -186,4 +188,8 @@ def test_reports_tell_cold_starts_and_handovers_apart_and_read_rounds_csv_with_o
         runs[name] = load_run(tmp_path / name)
     assert runs["plain"].strategy == "random"
     assert runs["handover"].strategy == "coreset → random → margin@40"
-    assert [runs[name].rows[40]["test_acc_top1"] for name in runs] == [0.2, 0.2]
+    assert runs["own_cold_start"].strategy == "random"  # its own cold start is no cold start
+    assert [runs[name].rows[40]["test_acc_top1"] for name in runs] == [0.2, 0.2, 0.2]
+    # The cold start and handover name the curve; they do not split the runs into groups.
+    (group,) = group_runs(list(runs.values()))
+    assert sorted({run.strategy for run in group.runs}) == ["coreset → random → margin@40", "random"]
