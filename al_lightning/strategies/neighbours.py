@@ -50,7 +50,6 @@ from al_lightning.strategies.distances import (
     grid_exponent,
     nearest_centres,
     on_grid,
-    sq_distances_to,
     sq_norms,
 )
 
@@ -445,24 +444,25 @@ def kmeans_plus_plus(points: GridPoints, clusters: int, generator: torch.Generat
     mine = split.shard(n)
     rows = None if mine is None else mine.to(points.q.device)
 
-    def distances_to(position: int) -> Tensor:
-        return split.gather(sq_distances_to(points.q, points.sq, points.q[position], points.sq[position], rows))
+    def distances_to(positions: list[int]) -> Tensor:
+        """(N, len(positions)) exact squared distances to the points at ``positions``: one pass over the grid."""
+        centres = points.take(torch.tensor(positions, device=points.q.device))
+        out = torch.empty(len(points) if rows is None else rows.numel(), len(positions), dtype=torch.float64, device=points.q.device)
+        for rs, cs, block in pairwise_blocks(points, centres, rows):
+            out[rs, cs] = block
+        return split.gather(out)
 
     first = int(torch.randint(n, (1,), generator=generator))
     picks = [first]
-    nearest = distances_to(first)
-    nearest[first] = 0.0
+    nearest = distances_to([first])[:, 0]
     for _ in range(1, clusters):
-        best: Optional[tuple[int, int, Tensor]] = None
-        for _ in range(trials):
-            candidate = d2_sample(nearest, picks, generator)
-            covered = torch.minimum(nearest, distances_to(candidate))
-            covered[candidate] = 0.0
-            potential = exact_total(covered)
-            if best is None or potential < best[0]:
-                best = (potential, candidate, covered)
-        _, pick, nearest = best
-        picks.append(pick)
+        # The L candidates are drawn from the same D² (as scikit-learn does), then measured together.
+        candidates = [d2_sample(nearest, picks, generator) for _ in range(trials)]
+        covered = torch.minimum(nearest[:, None], distances_to(candidates))
+        potentials = [exact_total(covered[:, t]) for t in range(trials)]
+        best = potentials.index(min(potentials))  # the first drawn among equal potentials
+        picks.append(candidates[best])
+        nearest = covered[:, best].clone()
     return torch.tensor(picks, dtype=torch.long)
 
 
