@@ -19,7 +19,7 @@ Two kernels:
 
 * exact, when N ≤ ``max_dense``: every k(x, s), computed block by block from the grid (never
   stored: memory O(N)); the initial gains cost one O(N²·d) pass, each recomputed gain (and
-  each pick's coverage) one O(N·d) pass;
+  each pick's coverage) one O(N·d) pass, several recomputed together in one product;
 * truncated, above: k(x, s) is kept only when s is x itself or among x's ``neighbours``
   nearest points (:func:`~al_lightning.strategies.neighbours.nearest_neighbours`, O(N²·d)
   time, memory O(N·k)); a recomputed gain costs O(k) on average. This is a different (smaller)
@@ -54,7 +54,6 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.strategies.distances import sq_distances_to
 from al_lightning.strategies.neighbours import GridPoints, current_split, nearest_neighbours, pairwise_blocks
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.probcover import coverage_points
@@ -80,27 +79,33 @@ def kernel_of(points: GridPoints, gamma: float) -> Callable[[Tensor], Tensor]:
     return kernel
 
 
-def lazy_greedy(gains: Tensor, budget: int, gain_of: Callable[[int], int], cover: Callable[[int], None]) -> Tensor:
+def lazy_greedy(gains: Tensor, budget: int, gains_of: Callable[[Tensor], Tensor], cover: Callable[[int], None]) -> Tensor:
     """The plain greedy picks of a monotone submodular objective, by lazy evaluation: ties to the lowest position.
 
-    ``gains``: (N,) int64 exact gains before the first pick; ``gain_of(p)``: p's exact gain
-    now; ``cover(p)``: make p a pick (raise the coverage it brings). Gains only decrease, so a
-    gain computed before the last pick is an upper bound of p's gain now. Each step looks at the
-    largest bound, the lowest position among equal ones; if it was computed since the last
-    pick it is that point's gain, no other gain is larger, and no lower position has an equal
-    one (its bound would be as large and come first): the plain loop's pick. Otherwise the
-    gain is recomputed and the step looks again.
+    ``gains``: (N,) int64 exact gains before the first pick; ``gains_of(positions)``: those
+    points' exact gains now; ``cover(p)``: make p a pick (raise the coverage it brings). Gains
+    only decrease, so a gain computed before the last pick is an upper bound of the gain now.
+    Each step looks at the largest bound, the lowest position among equal ones; if it was
+    computed since the last pick it is that point's gain, no other gain is larger, and no lower
+    position has an equal one (its bound would be as large and come first): the plain loop's
+    pick. Otherwise the largest stale bounds are recomputed, 1, then 2, 4, ... at a time (one
+    product for several columns: at most twice the columns one at a time would need), and the
+    step looks again.
     """
     bounds = gains.clone()
     fresh = torch.ones_like(bounds, dtype=torch.bool)
     picks: list[int] = []
     for _ in range(budget):
+        batch = 1
         while True:
             p = int(torch.argmax(bounds))  # the first of equal maxima
             if fresh[p]:
                 break
-            bounds[p] = gain_of(p)
-            fresh[p] = True
+            stale = torch.where(fresh, -2, bounds)  # picks hold -1, fresh points are not looked at
+            positions = stale.topk(min(batch, int((stale >= 0).sum()))).indices
+            bounds[positions] = gains_of(positions)
+            fresh[positions] = True
+            batch *= 2
         picks.append(p)
         bounds[p] = -1  # below any gain: never again
         cover(p)
@@ -176,14 +181,17 @@ class MaxHerding(Strategy):
             gains[cs] += fixed_terms(kernel(block), own[rs, None]).sum(0)
         gains = split.total(gains)
 
-        def column(p: int) -> Tensor:
-            """k(x, p) for every x: one pass over the grid, O(N·d)."""
-            return kernel(sq_distances_to(pool.q, pool.sq, pool.q[p], pool.sq[p]))
+        def columns(positions: Tensor) -> Tensor:
+            """(N, m) k(x, p) for every x and each p at ``positions``: one product over the grid, O(N·d·m)."""
+            out = torch.empty(n, positions.numel(), dtype=torch.float64, device=pool.q.device)
+            for rs, cs, block in pairwise_blocks(pool, pool.take(positions), None):
+                out[rs, cs] = kernel(block)
+            return out
 
         def cover(p: int) -> None:
-            torch.maximum(covered, column(p), out=covered)
+            torch.maximum(covered, columns(torch.tensor([p], device=pool.q.device))[:, 0], out=covered)
 
-        return lazy_greedy(gains, budget, lambda p: int(fixed_terms(column(p), covered).sum()), cover)
+        return lazy_greedy(gains, budget, lambda positions: fixed_terms(columns(positions), covered[:, None]).sum(0), cover)
 
     def _truncated(self, pool: GridPoints, kernel: Callable[[Tensor], Tensor], covered: Tensor, budget: int) -> Tensor:
         n = len(pool)
@@ -208,12 +216,15 @@ class MaxHerding(Strategy):
             part = slice(int(ptr[p]), int(ptr[p + 1]))
             return col_rows[part], col_values[part]
 
-        def gain_of(p: int) -> int:
-            xs, values = column(p)
-            return int(fixed_terms(values, covered[xs]).sum())
+        def gains_of(positions: Tensor) -> Tensor:
+            out = torch.empty(positions.numel(), dtype=torch.long, device=device)
+            for i, p in enumerate(positions.tolist()):
+                xs, values = column(p)
+                out[i] = fixed_terms(values, covered[xs]).sum()
+            return out
 
         def cover(p: int) -> None:
             xs, values = column(p)
             covered[xs] = torch.maximum(covered[xs], values)
 
-        return lazy_greedy(gains, budget, gain_of, cover)
+        return lazy_greedy(gains, budget, gains_of, cover)
