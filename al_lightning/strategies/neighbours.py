@@ -96,15 +96,7 @@ def on_one_grid(*tensors: Optional[Tensor], unit: bool = False) -> list[Optional
     Raises ValueError on NaN or infinite values (from :func:`~al_lightning.strategies.distances.grid_exponent`).
     """
     if unit:
-        units: list[Optional[Tensor]] = []
-        for grid in on_one_grid(*tensors):
-            if grid is None:
-                units.append(None)
-                continue
-            norms = grid.sq.sqrt()
-            norms[norms == 0] = 1.0
-            units.append(grid.q.to(torch.float64) / norms[:, None])
-        return on_one_grid(*units)
+        return _unit_rows_on_one_grid(on_one_grid(*tensors))
     present = [t for t in tensors if t is not None]
     dim = present[0].shape[1] if present else 1
     exponent = grid_exponent(present, dim)
@@ -207,6 +199,34 @@ def sum_columns(values: Tensor) -> Tensor:
     for column in range(values.shape[1]):
         total += values[:, column]
     return total
+
+
+def _unit_blocks(grid: GridPoints) -> Iterator[tuple[int, Tensor]]:
+    """(start, float64 unit rows) of ``grid``, a few MB at a time: each row over the root of its exact squared norm."""
+    norms = grid.sq.sqrt()
+    norms[norms == 0] = 1.0
+    step = _rows(grid.q.shape[1], CONVERT_BYTES)
+    for start in range(0, len(grid), step):
+        yield start, grid.q[start : start + step].to(torch.float64) / norms[start : start + step, None]
+
+
+def _unit_rows_on_one_grid(grids: list[Optional[GridPoints]]) -> list[Optional[GridPoints]]:
+    """The unit rows of ``grids`` on one grid, in two passes over row blocks (the largest value, then the
+    rounding): no float64 copy of the whole set. Each block's values are the same in both passes."""
+    present = [g for g in grids if g is not None]
+    dim = present[0].q.shape[1] if present else 1
+    largest = max((float(block.abs().max()) for g in present for _, block in _unit_blocks(g) if block.numel()), default=0.0)
+    exponent = grid_exponent([torch.tensor([largest], dtype=torch.float64)], dim)
+    out: list[Optional[GridPoints]] = []
+    for grid in grids:
+        if grid is None:
+            out.append(None)
+            continue
+        q = torch.empty_like(grid.q)
+        for start, block in _unit_blocks(grid):
+            q[start : start + block.shape[0]] = on_grid(block, exponent)
+        out.append(GridPoints(q, sq_norms(q), exponent))
+    return out
 
 
 def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:

@@ -30,3 +30,26 @@ def test_a_run_from_zero_labels_labels_the_budget_every_round(cli, tmp_path, arg
     for k in (0, 1):
         queried = read_csv(run / "queries" / f"round_{k}.csv")
         assert sorted(r["index"] for r in queried) == sorted(r["index"] for r in pool if r["round"] == str(k))
+
+
+def test_a_coverage_cold_start_hands_round_1_to_dropquery(cli, tmp_path):
+    """maxherding picks round 0 with no labels (cold start); dropquery, which needs the head, picks round 1."""
+    result = cli(["fit", *FROM_NOTHING, "--al.cold_start=maxherding", "--al.strategy=dropquery"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = log_dirs(tmp_path)
+    rounds = read_csv(run / "rounds.csv")
+    assert [(r["num_labeled"], r["queried_by"]) for r in rounds] == [("20", "maxherding"), ("40", "dropquery")]
+    assert len({r["index"] for r in read_csv(run / "pool.csv")}) == 40
+
+
+def test_probcover_picks_round_0_for_people_and_the_run_waits_for_their_labels(cli, tmp_path):
+    """The human path: with the file oracle, probcover's round-0 query goes out as a file and the run pauses."""
+    command = ["fit", *FROM_NOTHING, "--al.strategy=probcover", "--al.oracle=file", "--al.label_dir=team"]
+    result = cli(command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[al] probcover: delta = " in result.stderr  # the purity rule says what it chose
+    queried = read_csv(tmp_path / "team" / "queries" / "round_0.csv")
+    assert len({r["index"] for r in queried}) == 20
+    assert not (tmp_path / "team" / "labels" / "round_0.csv").exists()
+    (run,) = log_dirs(tmp_path)
+    assert not (run / "rounds.csv").exists() or read_csv(run / "rounds.csv") == []
