@@ -25,8 +25,11 @@ and the strategy goes on identically on all of them.
 
 Why torch and not faiss: faiss's exact search (``IndexFlatL2``) and its k-means are float32
 BLAS, whose rounding depends on the thread count and the blocking; the grid makes the result
-exact, at the cost of float64 products (measured in ``benchmarks/README.md``). Both run on a
-CUDA device when the tensors are there.
+exact, at the cost of float64 products (measured in ``benchmarks/README.md``); the radius
+graph gets float32's speed back by screening float32 products with a rigorous error bound and
+computing exactly only the pairs near the radius. Both run on a CUDA device when the tensors
+are there. Symmetric work (the radius graph, MaxHerding's initial gains) is done on the
+blocks on and above the diagonal only (:func:`upper_blocks`).
 """
 
 from __future__ import annotations
@@ -229,9 +232,15 @@ def _unit_rows_on_one_grid(grids: list[Optional[GridPoints]]) -> list[Optional[G
     return out
 
 
+#: The widest column block: a product block of ~4 MB then has ≥ 256 rows. Narrow blocks of
+#: many columns (26 × 20,000 at d = 128) ran float64 products at a third of the speed of
+#: 256 × 2,048 ones (32 against 92 GFLOP/s, 2 threads; benchmarks/README.md).
+MAX_BLOCK_COLUMNS = 2048
+
+
 def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:
-    """(row step, column step): a column block of ~64 MB of float64, a product block of ~4 MB."""
-    cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES)))
+    """(row step, column step): a column block of at most ~64 MB of float64 and 2,048 columns, a product block of ~4 MB."""
+    cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES), MAX_BLOCK_COLUMNS))
     step = max(1, min(max(1, n_rows), _rows(dim, 2 * CONVERT_BYTES), _rows(cols, 2 * CONVERT_BYTES)))
     return step, cols
 
@@ -258,6 +267,25 @@ def pairwise_blocks(points: GridPoints, others: GridPoints, rows: Optional[Tenso
             block = torch.mm(converted(rs.start, rs.stop, rows), block_cols, out=products[: rs.stop - r, : cs.stop - c])
             block.mul_(-2.0).add_(others.sq[cs]).add_(row_sq[rs, None])
             yield rs, cs, block
+
+
+def upper_blocks(n: int, dim: int) -> list[tuple[slice, slice]]:
+    """The square blocks of an n × n symmetric matrix on and above the diagonal that this rank computes.
+
+    All of them outside :func:`sharing_work`; inside, the ranks take them in turn (block t to
+    rank t mod ranks), so the work splits evenly though the rows' shares of the triangle do not.
+    """
+    split = current_split()
+    side = min(_blocks(n, n, dim))
+    starts = range(0, n, side)
+    pairs = [(slice(r, min(n, r + side)), slice(c, min(n, c + side))) for r in starts for c in starts if c >= r]
+    return pairs[split.rank :: split.ranks]
+
+
+def exact_block(points: GridPoints, rs: slice, cs: slice) -> Tensor:
+    """(rows, columns) float64 exact squared grid distances between the points at ``rs`` and at ``cs``."""
+    block = torch.mm(points.q[rs].to(torch.float64), points.q[cs].to(torch.float64).T)
+    return block.mul_(-2.0).add_(points.sq[cs]).add_(points.sq[rs, None])
 
 
 def _k_smallest(block: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -339,6 +367,54 @@ class TooManyEdges(ValueError):
         self.max_edges = max_edges
 
 
+def _ieee_float32_products(device: torch.device) -> bool:
+    """Whether float32 matrix products on ``device`` are IEEE float32, as the screen's error bound needs:
+    not TF32 or bf16, which ``torch.set_float32_matmul_precision("high"/"medium")`` allows."""
+    backend = torch.backends.cuda.matmul if device.type == "cuda" else getattr(torch.backends.mkldnn, "matmul", None)
+    precision = getattr(backend, "fp32_precision", None)
+    if precision is None:  # torch before the per-backend settings
+        return torch.get_float32_matmul_precision() == "highest"
+    return precision in ("none", "ieee")
+
+
+def _pairs_within(
+    points: GridPoints, radius_sq: float, row_q: Tensor, row_sq: Tensor, cs: slice, screened: bool
+) -> tuple[Tensor, Tensor]:
+    """(i, j): the pairs (row i of ``row_q``, point ``cs.start + j``) with exact squared grid distance < ``radius_sq``.
+
+    One block. ``screened``: from float32 products and an error bound, the same pairs ~2×
+    sooner. Grid values are integers of at most 24 bits, exact in float32; a float32 product
+    q_i·q_j in any summation order (BLAS blocking, FMA, threads) is within γ_d‖q_i‖‖q_j‖ of the
+    exact one, γ_d = d·u/(1 − d·u), u = 2^-24 (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, §3.1), so the float32 estimate T of D = ‖q_i‖² + ‖q_j‖² − 2q_i·q_j, formed
+    with three more roundings, is within M = (γ_d + 5u)(‖q_i‖² + ‖q_j‖²) of D. T < R − M: in;
+    T > R + M: out; in between (a thin band around the radius) D is computed exactly in float64.
+    """
+    col_q, col_sq = points.q[cs], points.sq[cs]
+    if not screened:
+        block = torch.mm(row_q.to(torch.float64), col_q.to(torch.float64).T)
+        i, j = (block.mul_(-2.0).add_(col_sq).add_(row_sq[:, None]) < radius_sq).nonzero(as_tuple=True)
+        return i, j
+    dim = points.q.shape[1]
+    unit = math.ldexp(1.0, -24)
+    slack = (dim * unit / (1 - dim * unit) + 8 * unit) * 1.01  # ≥ γ_d + 5u, generously
+    band = (row_sq + float(col_sq.max()) + radius_sq) * slack  # float64, ≥ M for every pair of the block
+    low, high = (radius_sq - band).to(torch.float32), (radius_sq + band).to(torch.float32)
+    low = torch.nextafter(low, torch.full_like(low, -torch.inf))  # outward after rounding to float32
+    high = torch.nextafter(high, torch.full_like(high, torch.inf))
+    block = torch.mm(row_q, col_q.T)
+    block.mul_(-2.0).add_(col_sq.to(torch.float32)).add_(row_sq.to(torch.float32)[:, None])
+    i, j = (block <= high[:, None]).nonzero(as_tuple=True)  # in, or in the band: few
+    unsure = (block[i, j] >= low[i]).nonzero().squeeze(1)
+    if unsure.numel():
+        ui, uj = i[unsure], j[unsure]
+        dots = (row_q[ui].to(torch.float64) * col_q[uj].to(torch.float64)).sum(1)  # exact: integers below 2^53
+        keep = torch.ones_like(i, dtype=torch.bool)
+        keep[unsure] = row_sq[ui] + col_sq[uj] - 2.0 * dots < radius_sq
+        i, j = i[keep], j[keep]
+    return i, j
+
+
 def radius_edges(
     points: GridPoints, radius_sq: float, rows: Optional[Tensor] = None, max_edges: Optional[int] = None
 ) -> Tensor:
@@ -349,35 +425,58 @@ def radius_edges(
     Built block by block and stored as edges: memory O(E), never N×N. ``max_edges``: raise
     :class:`TooManyEdges` as soon as more than that many pairs are found (memory then stays
     O(max_edges) plus one block), so a radius that is too large fails before it fills memory.
+
+    The whole graph is symmetric: only the blocks on and above the diagonal are computed, each
+    giving its pairs both ways; inside :func:`sharing_work` the ranks take those blocks in turn.
+    Products are screened in float32 (:func:`_pairs_within`) where the device's float32
+    products are IEEE; the pairs are exact either way.
     """
     device = points.q.device
-    split = current_split() if rows is None else WorkSplit()
-    mine = split.shard(len(points))
-    if mine is not None:
-        try:
-            local, over = radius_edges(points, radius_sq, mine.to(device), max_edges), 0
-        except TooManyEdges as too_many:
-            local, over = torch.empty(0, 2, dtype=torch.long, device=device), too_many.found
-        # Every rank learns whether any went past the limit, so all raise or none does.
-        counts = split.total(torch.tensor([local.shape[0], over], dtype=torch.float64))
-        total = int(counts[0]) + int(counts[1])
-        if counts[1] > 0 or (max_edges is not None and total > max_edges):
-            raise TooManyEdges(total, max_edges)
-        return split.gather(local)
-    own = torch.arange(len(points), device=device) if rows is None else rows.to(device)
+    n, dim = points.q.shape
+    screened = _ieee_float32_products(device)
     found: list[Tensor] = []
     count = 0
-    for rs, cs, block in pairwise_blocks(points, points, rows):
-        i, j = (block < radius_sq).nonzero(as_tuple=True)
-        if i.numel():
-            count += i.numel()
-            if max_edges is not None and count > max_edges:
-                raise TooManyEdges(count, max_edges)
-            found.append(torch.stack([own[rs][i], j + cs.start], dim=1))
+
+    def add(pairs: Tensor) -> None:
+        nonlocal count
+        count += pairs.shape[0]
+        if max_edges is not None and count > max_edges:
+            raise TooManyEdges(count, max_edges)
+        found.append(pairs)
+
+    split = current_split() if rows is None else WorkSplit()
+    if rows is not None:
+        rows = rows.to(device)
+        step, cols = _blocks(rows.numel(), n, dim)
+        for r in range(0, rows.numel(), step):
+            mine = rows[r : r + step]
+            for c in range(0, n, cols):
+                i, j = _pairs_within(points, radius_sq, points.q[mine], points.sq[mine], slice(c, c + cols), screened)
+                add(torch.stack([mine[i], j + c], dim=1))
+    else:
+        over = 0
+        try:
+            for rs, cs in upper_blocks(n, dim):
+                i, j = _pairs_within(points, radius_sq, points.q[rs], points.sq[rs], cs, screened)
+                add(torch.stack([i + rs.start, j + cs.start], dim=1))
+                if cs != rs:
+                    add(torch.stack([j + cs.start, i + rs.start], dim=1))
+        except TooManyEdges as too_many:
+            if split.ranks == 1:
+                raise
+            found, over = [], too_many.found
+        if split.ranks > 1:
+            # Every rank learns whether any went past the limit, so all raise or none does.
+            counts = split.total(torch.tensor([count if not over else 0, over], dtype=torch.float64))
+            total = int(counts[0]) + int(counts[1])
+            if counts[1] > 0 or (max_edges is not None and total > max_edges):
+                raise TooManyEdges(total, max_edges)
+            local = torch.cat(found) if found else torch.empty(0, 2, dtype=torch.long, device=device)
+            found = [split.gather(local)]
     if not found:
         return torch.empty(0, 2, dtype=torch.long, device=device)
     edges = torch.cat(found)
-    order = torch.argsort(edges[:, 0] * len(points) + edges[:, 1])
+    order = torch.argsort(edges[:, 0] * n + edges[:, 1])
     return edges[order]
 
 
