@@ -13,6 +13,7 @@ exact fit on the meta device.
 from __future__ import annotations
 
 import warnings
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -324,3 +325,16 @@ def test_release_file_of_another_architecture_says_which(tmp_path):
     with pytest.raises(ConfigurationError, match=r"holds ViT-B/16 weights \(state_dict format\), backbone is ViT-S/14:"):
         load_backbone_weights(vit_s14, tmp_path / "mae_pretrain_vit_base.pth")
 
+
+
+def test_archive_with_other_code_is_refused_unrun(tmp_path, monkeypatch):
+    """A TorchScript archive whose pickle calls anything but a tensor rebuild (here ``os.system``)
+    fails as unreadable; nothing in it runs."""
+    monkeypatch.chdir(tmp_path)
+    payload = b"\x80\x02cos\nsystem\nq\x00X\x0a\x00\x00\x00touch pwndq\x01\x85q\x02Rq\x03."
+    with zipfile.ZipFile(tmp_path / "ViT-B-32.pt", "w") as archive:
+        archive.writestr("ViT-B-32/data.pkl", payload)
+        archive.writestr("ViT-B-32/constants.pkl", b"\x80\x02).")
+    with pytest.raises(ConfigurationError, match=r"are not a tensor checkpoint: UnpicklingError: a TorchScript archive with a os.system object"):
+        load_backbone_weights(timm_backbone("vit_base_patch32_clip_quickgelu_224", depth=2), tmp_path / "ViT-B-32.pt")
+    assert not (tmp_path / "pwnd").exists()
