@@ -4,10 +4,10 @@ Each test builds the model with its authors' own code (tests/models/reference_mo
 or the open_clip_torch package), gives every tensor a seeded random offset (so that a tensor put in
 the wrong place, or a LayerNorm or layer-scale left at its initial value, shows), saves it in its
 release layout and loads that file into the timm backbone with ``load_backbone_weights``. The
-original model and ours then embed the same images; they must agree within 1e-4. Base-size models
-keep their width and patch size but have fewer blocks on both sides (the architecture names stay
-the same), so that a test takes seconds on 2 CPU cores; the full-size layouts are checked for an
-exact fit on the meta device.
+original model and ours then embed the same images; they must agree within 1e-4. The models keep
+their width, patch size and image size but have 2 image blocks (1 text block, 1 decoder block) on
+both sides, so that the architecture names stay the same and a test takes seconds on 2 CPU cores;
+the full-size layouts are checked for an exact fit on the meta device.
 """
 
 from __future__ import annotations
