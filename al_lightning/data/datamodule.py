@@ -199,7 +199,8 @@ class ActiveDataModule(pl.LightningDataModule):
             return
         self.splits = self.source.load()
         self._source_transforms = (self.splits.train_transform, self.splits.eval_transform)
-        self.choose_input_pipeline(self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None)
+        if getattr(self, "trainer", None) is not None and self.trainer.lightning_module is not None:
+            self.choose_input_pipeline(self.trainer.lightning_module)
         self.pool = ActivePool(len(self.train_targets), holdout=self._draw_holdout())
         if self._pending_state is not None:
             self.pool.load_state_dict(self._pending_state["pool"])
@@ -210,9 +211,10 @@ class ActiveDataModule(pl.LightningDataModule):
             initial = self._draw_initial_pool()
             self.pool.label(initial, self.train_targets[initial], round=0)
 
-    def choose_input_pipeline(self, model: Optional[pl.LightningModule]) -> None:
+    def choose_input_pipeline(self, model: pl.LightningModule) -> None:
         """Give the images ``model``'s backbone's own pipeline or the source's (``input_pipeline``), say which,
-        and check that the backbone takes the images' size. :meth:`setup` calls it with the trainer's model."""
+        and check that the backbone takes the images' size. :meth:`setup` calls it with the trainer's model;
+        set up without a trainer, the data module keeps the source's transforms until this is called."""
         if self.splits.eval_transform is None:  # precomputed features: no images
             if self.input_pipeline == "backbone":
                 raise ConfigurationError(f"--data.input_pipeline=backbone: dataset '{self.source.name}' holds features, not images")
@@ -223,8 +225,10 @@ class ActiveDataModule(pl.LightningDataModule):
         set_here = [f"--data.{k}" for k, v in self.pipeline_overrides.items() if v is not None]
         if use_backbone:
             if config is None:
-                what = "without a model (set up inside trainer.fit)" if model is None else f"backbone '{backbone}' has no pretrained config (torchvision or identity)"
-                raise ConfigurationError(f"--data.input_pipeline=backbone: {what}; use --data.input_pipeline=source")
+                raise ConfigurationError(
+                    f"--data.input_pipeline=backbone: backbone '{backbone}' has no pretrained config (torchvision or identity); "
+                    "use --data.input_pipeline=source"
+                )
             self.input_config = resolve_input_config(config, {"image_size": self.hparams.image_size, **self.pipeline_overrides})
             self.splits.train_transform, self.splits.eval_transform = backbone_transforms(self.input_config)
             size = self.input_config["input_size"][-1]
@@ -239,7 +243,7 @@ class ActiveDataModule(pl.LightningDataModule):
             self.splits.train_transform, self.splits.eval_transform = self._source_transforms
             size = self.source.image_size
             rank_zero_info(f"[data] input pipeline: the source's ({self.source.name}, {size} px): {_one_line(self.splits.eval_transform)}")
-        if model is not None and hasattr(model, "check_input_size") and size:
+        if hasattr(model, "check_input_size") and size:
             model.check_input_size(size)
 
     def _draw_holdout(self) -> Tensor:
