@@ -68,7 +68,7 @@ def build_backbone(
     try:
         net = _create_timm_model(timm_name, pretrained=hub_weights)
     except Exception as err:  # noqa: BLE001 - huggingface_hub's and the network's errors become one line
-        reason = hub_failure(timm_name, err)
+        reason = hub_failure(timm_name, err, hub_weights)
         if reason is None:
             raise
         raise ConfigurationError(reason) from err
@@ -139,8 +139,9 @@ def hub_location(name: str) -> tuple[str, str]:
     return repo.split("@", 1)[0], str(constants.HF_HUB_CACHE)
 
 
-def hub_failure(name: str, err: BaseException) -> Optional[str]:
-    """The one line for a failed hub load of ``name``: not cached while offline, or the hub out of reach; None for other errors."""
+def hub_failure(name: str, err: BaseException, hub_weights: bool = True) -> Optional[str]:
+    """The one line for a failed hub load of ``name``'s weights (or, without ``hub_weights``, of an ``hf-hub:``
+    name's config): not cached while offline, or the hub out of reach; None for other errors."""
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
@@ -163,10 +164,11 @@ def hub_failure(name: str, err: BaseException) -> Optional[str]:
         f"fill it on a machine with internet (`hf download {repo}`, then copy its "
         f"models--{repo.replace('/', '--')} folder into {cache}, or point HF_HUB_CACHE at a copy of that machine's cache)"
     )
+    what = f"--model.pretrained=hub: the weights of '{name}'" if hub_weights else f"backbone '{name}': the model's config"
     if constants.HF_HUB_OFFLINE or isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
         switch = "HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else "the hub unreachable"
-        return f"--model.pretrained=hub: the weights of '{name}' ({repo}) are not in the Hugging Face cache {cache} ({switch}); {fill}"
-    return f"--model.pretrained=hub: could not fetch the weights of '{name}' from the Hugging Face hub ({repo}): {err}; {fill}"
+        return f"{what} ({repo}) {'are' if hub_weights else 'is'} not in the Hugging Face cache {cache} ({switch}); {fill}"
+    return f"{what} ({repo}) could not be fetched from the Hugging Face hub: {' '.join(str(err).split())}; {fill}"
 
 
 def backbone_input_config(name: str) -> Optional[dict[str, Any]]:

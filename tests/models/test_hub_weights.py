@@ -82,6 +82,11 @@ def test_weights_not_in_the_cache_offline_is_one_line_saying_how_to_fill_it(hub_
     assert f"`hf download timm/{HUB_MODEL}`" in message and "HF_HUB_CACHE" in message
 
 
+def test_an_hf_hub_name_whose_config_is_not_cached_says_so(hub_cache):
+    with pytest.raises(ConfigurationError, match=rf"^backbone 'hf-hub:timm/{HUB_MODEL}': the model's config \(timm/{HUB_MODEL}\) is not in the Hugging Face cache"):
+        ActiveClassifier(num_classes=3, backbone=f"hf-hub:timm/{HUB_MODEL}")
+
+
 @pytest.mark.parametrize(
     "backbone, expected",
     [
