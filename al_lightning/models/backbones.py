@@ -105,7 +105,7 @@ def check_timm_name(name: str, hub_weights: bool = False) -> None:
             f"identity (for a features file) or a timm model name (timm.list_models()){hint}"
         )
     tags = pretrained_tags(architecture)
-    if tag and tag not in tags or hub_weights and not tag:
+    if (tag and tag not in tags) or (hub_weights and not tag):
         if not tags:
             raise ConfigurationError(f"timm publishes no weights for '{architecture}' (timm.list_pretrained('{architecture}.*') is empty)")
         problem = f"timm has no pretrained tag '{tag}' for '{architecture}'" if tag else (
