@@ -40,15 +40,16 @@ PLAN: list[tuple[str, tuple[int, ...], dict[str, object]]] = [
     ("balancing", (20_000, 40_000), {"dim": 512, "classes": 100, "budget": 1000}),
     # Issue 20's strategies. The streamed ones at the paper's budget; the clustering ones at a
     # low budget (what they are for: b = 1,000 k-means clusters; typiclust caps its clusters at
-    # 500); the O(N²·d) coverage ones at 20,000 points, with d = 2,048 (their growth is N²).
+    # 500); the O(N²·d) coverage ones at 20,000 and 128,000 points, with d = 2,048 (maxherding
+    # is exact at 20,000 and truncated to 100 neighbours at 128,000, above its max_dense).
     ("power_margin", LARGE, {}),
     ("bald", (128_000,), {}),
     ("power_bald", (128_000,), {}),
     ("kmeans", (128_000,), {"budget": 1000}),
     ("typiclust", (128_000,), {"budget": 1000}),
     ("dropquery", (128_000,), {"budget": 1000}),
-    ("probcover", (20_000,), {"budget": 1000}),
-    ("maxherding", (20_000,), {"budget": 1000}),
+    ("probcover", (20_000, 128_000), {"budget": 1000}),
+    ("maxherding", (20_000, 128_000), {"budget": 1000}),
 ]
 
 

@@ -46,7 +46,7 @@ class ActiveDataModule(pl.LightningDataModule):
 
     Args:
         dataset: the source: a registered name (``digits``, the default, bundled;
-            ``image_folder``, ``image_pool``, ``cifar10``, ``cifar10_lt``, ``imagenet``,
+            ``image_folder``, ``image_pool``, ``cifar10``, ``cifar10_lt``, ``fashion_mnist``, ``imagenet``,
             ``imagenet_lt``, ``features``, ``fake``) or the class path of a
             :class:`~al_lightning.data.sources.DatasetSource` subclass of your own.
         path: the dataset's root folder or file (every source that reads one).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +39,26 @@ def tensor_transforms(image_size: int, mean: float = 0.5, std: float = 0.5) -> t
     normalize = T.Normalize((mean,) * 3, (std,) * 3)
     train = T.Compose([T.RandomCrop(image_size, padding=image_size // 8), normalize])
     return train, normalize
+
+
+def grayscale_transforms(
+    image_size: int, mean: float, std: float, natural_size: int, flip: bool = True
+) -> tuple[Transform, Transform]:
+    """For uint8 grayscale tensors already repeated to 3 channels (Fashion-MNIST).
+
+    The backbones' stems (and any pretrained weights) take 3 channels, so the gray channel is
+    repeated rather than the stem changed; the dataset's own mean and std go to all three.
+    Resized only when ``image_size`` is not the ``natural_size``. Training adds random shifts
+    (crop with 1/8 padding, as CIFAR) and, with ``flip``, left-right flips (garments are
+    mirror-symmetric; digits, which use :func:`tensor_transforms`, are not).
+    """
+    to_float = T.ConvertImageDtype(torch.float32)
+    resize = [T.Resize(image_size, antialias=True)] if image_size != natural_size else []
+    normalize = T.Normalize((mean,) * 3, (std,) * 3)
+    augment = [T.RandomCrop(image_size, padding=image_size // 8)] + ([T.RandomHorizontalFlip()] if flip else [])
+    train = T.Compose([to_float, *resize, *augment, normalize])
+    evaluate = T.Compose([to_float, *resize, normalize])
+    return train, evaluate
 
 
 #: The parts of a backbone's input pipeline that the data module's options can set (timm's data-config keys).

@@ -18,8 +18,9 @@ the largest stale gain is recomputed until it is fresh), with the picks of the p
 Two kernels:
 
 * exact, when N ≤ ``max_dense``: every k(x, s), computed block by block from the grid (never
-  stored: memory O(N)); the initial gains cost one O(N²·d) pass, each recomputed gain (and
-  each pick's coverage) one O(N·d) pass, several recomputed together in one product;
+  stored: memory O(N)); the initial gains cost one pass over the N²/2 pairs (k is symmetric),
+  each recomputed gain (and each pick's coverage) one O(N·d) pass, several recomputed
+  together in one product;
 * truncated, above: k(x, s) is kept only when s is x itself or among x's ``neighbours``
   nearest points (:func:`~al_lightning.strategies.neighbours.nearest_neighbours`, O(N²·d)
   time, memory O(N·k)); a recomputed gain costs O(k) on average. This is a different (smaller)
@@ -40,7 +41,7 @@ and picks are the same for any blocking and thread count; another exp can change
 one unit of 2^-36 when k lies within an ulp of a rounding boundary, which changes a pick
 only between gains equal to ~N·2^-36.
 
-Cost: exact: O(N²·d) for the initial gains + O(N·d) per recomputed gain + O(N·M·d) for the
+Cost: exact: O(N²·d/2) for the initial gains + O(N·d) per recomputed gain + O(N·M·d) for the
 labeled set; truncated: O(N²·d) for the neighbour lists (float64 products, ~64 MB blocks) +
 O(N·k) for the gains; memory O(N) exact, O(N·k) truncated.
 """
@@ -54,7 +55,14 @@ import torch
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.strategies.neighbours import GridPoints, current_split, nearest_neighbours, pairwise_blocks
+from al_lightning.strategies.neighbours import (
+    GridPoints,
+    current_split,
+    exact_block,
+    nearest_neighbours,
+    pairwise_blocks,
+    upper_blocks,
+)
 from al_lightning.strategies.outputs import PoolOutputs
 from al_lightning.strategies.probcover import coverage_points
 from al_lightning.strategies.registry import register
@@ -69,12 +77,24 @@ def fixed_terms(kernel: Tensor, floor: Tensor) -> Tensor:
     return torch.round((kernel - floor).clamp_(min=0.0).mul_(math.ldexp(1.0, FIXED_BITS))).long()
 
 
+def fixed_sums_(kernel: Tensor, floor: Tensor, dim: int) -> Tensor:
+    """int64 sums along ``dim`` of :func:`fixed_terms` (the same values), computed in place in ``kernel``.
+
+    The terms are integers ≤ 2^FIXED_BITS held in float64; a sum of fewer than 2^(53 − FIXED_BITS)
+    of them stays below 2^53, so float64 adds them exactly in any order: no int64 copy of the block.
+    """
+    terms = kernel.sub_(floor).clamp_(min=0.0).mul_(math.ldexp(1.0, FIXED_BITS)).round_()
+    if terms.shape[dim] < 1 << (53 - FIXED_BITS):
+        return terms.sum(dim).long()
+    return terms.long().sum(dim)
+
+
 def kernel_of(points: GridPoints, gamma: float) -> Callable[[Tensor], Tensor]:
-    """Squared grid distances → exp(−γ·D) in the inputs' units (float64)."""
+    """Squared grid distances (float64) → exp(−γ·D) in the inputs' units, in place."""
     scale = -gamma * math.ldexp(1.0, -2 * points.exponent)  # exact: γ times a power of two
 
     def kernel(sq_grid: Tensor) -> Tensor:
-        return torch.exp(sq_grid.to(torch.float64) * scale)
+        return sq_grid.mul_(scale).exp_()
 
     return kernel
 
@@ -171,27 +191,38 @@ class MaxHerding(Strategy):
 
     @staticmethod
     def _exact(pool: GridPoints, kernel: Callable[[Tensor], Tensor], covered: Tensor, budget: int) -> Tensor:
-        n = len(pool)
-        gains = torch.zeros(n, dtype=torch.long, device=pool.q.device)
-        split = current_split()  # under DDP each rank sums the terms of its rows x; int64 sums are exact
-        mine = split.shard(n)
-        rows = None if mine is None else mine.to(pool.q.device)
-        own = covered if rows is None else covered[rows]
-        for rs, cs, block in pairwise_blocks(pool, pool, rows):  # rows x, columns s
-            gains[cs] += fixed_terms(kernel(block), own[rs, None]).sum(0)
-        gains = split.total(gains)
+        n, dim = pool.q.shape
+        device = pool.q.device
+        # The initial gains from the blocks on and above the diagonal: k is symmetric, so block
+        # (rows x, columns s) also gives block (rows s, columns x). Under DDP the ranks take the
+        # blocks in turn and add their int64 partial gains (exact in any order).
+        gains = torch.zeros(n, dtype=torch.long, device=device)
+        floorless = not bool(covered.any())  # no labeled points: term(x, s) = term(s, x)
+        for rs, cs in upper_blocks(n, dim):
+            block = kernel(exact_block(pool, rs, cs))
+            if rs == cs:
+                gains[cs] += fixed_sums_(block, covered[rs, None], 0)
+            elif floorless:
+                terms = block.mul_(math.ldexp(1.0, FIXED_BITS)).round_()
+                gains[cs] += terms.sum(0).long()
+                gains[rs] += terms.sum(1).long()
+            else:
+                gains[rs] += fixed_sums_(block.clone(), covered[None, cs], 1)
+                gains[cs] += fixed_sums_(block, covered[rs, None], 0)
+        gains = current_split().total(gains)
 
-        def columns(positions: Tensor) -> Tensor:
-            """(N, m) k(x, p) for every x and each p at ``positions``: one product over the grid, O(N·d·m)."""
-            out = torch.empty(n, positions.numel(), dtype=torch.float64, device=pool.q.device)
+        def gains_of(positions: Tensor) -> Tensor:
+            """Those points' exact gains now: column blocks of k(x, p), summed as they come (O(N·d) per point)."""
+            out = torch.zeros(positions.numel(), dtype=torch.long, device=device)
             for rs, cs, block in pairwise_blocks(pool, pool.take(positions), None):
-                out[rs, cs] = kernel(block)
+                out[cs] += fixed_sums_(kernel(block), covered[rs, None], 0)
             return out
 
         def cover(p: int) -> None:
-            torch.maximum(covered, columns(torch.tensor([p], device=pool.q.device))[:, 0], out=covered)
+            for rs, _, block in pairwise_blocks(pool, pool.take(torch.tensor([p], device=device)), None):
+                torch.maximum(covered[rs], kernel(block)[:, 0], out=covered[rs])
 
-        return lazy_greedy(gains, budget, lambda positions: fixed_terms(columns(positions), covered[:, None]).sum(0), cover)
+        return lazy_greedy(gains, budget, gains_of, cover)
 
     def _truncated(self, pool: GridPoints, kernel: Callable[[Tensor], Tensor], covered: Tensor, budget: int) -> Tensor:
         n = len(pool)

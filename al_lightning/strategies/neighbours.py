@@ -25,8 +25,11 @@ and the strategy goes on identically on all of them.
 
 Why torch and not faiss: faiss's exact search (``IndexFlatL2``) and its k-means are float32
 BLAS, whose rounding depends on the thread count and the blocking; the grid makes the result
-exact, at the cost of float64 products (measured in ``benchmarks/README.md``). Both run on a
-CUDA device when the tensors are there.
+exact, at the cost of float64 products (measured in ``benchmarks/README.md``); the radius
+graph gets float32's speed back by screening float32 products with a rigorous error bound and
+computing exactly only the pairs near the radius. Both run on a CUDA device when the tensors
+are there. Symmetric work (the radius graph, MaxHerding's initial gains) is done on the
+blocks on and above the diagonal only (:func:`upper_blocks`).
 """
 
 from __future__ import annotations
@@ -137,6 +140,14 @@ class WorkSplit:
             return rows
         return gather_rows(rows, self.device or rows.device)
 
+    def smallest(self, partial: Tensor) -> Tensor:
+        """The elementwise least over ranks of ``partial`` (any order gives the same)."""
+        if self.ranks == 1:
+            return partial
+        least = partial.to(self.device or partial.device)
+        dist.all_reduce(least, op=dist.ReduceOp.MIN)
+        return least.to(partial.device)
+
     def total(self, partial: Tensor) -> Tensor:
         """The sum over ranks of ``partial`` (exact integer values: any order gives the same sum)."""
         if self.ranks == 1:
@@ -229,9 +240,15 @@ def _unit_rows_on_one_grid(grids: list[Optional[GridPoints]]) -> list[Optional[G
     return out
 
 
+#: The widest column block: a product block of ~4 MB then has ≥ 256 rows. Narrow blocks of
+#: many columns (26 × 20,000 at d = 128) ran float64 products at a third of the speed of
+#: 256 × 2,048 ones (32 against 92 GFLOP/s, 2 threads; benchmarks/README.md).
+MAX_BLOCK_COLUMNS = 2048
+
+
 def _blocks(n_rows: int, n_cols: int, dim: int) -> tuple[int, int]:
-    """(row step, column step): a column block of ~64 MB of float64, a product block of ~4 MB."""
-    cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES)))
+    """(row step, column step): a column block of at most ~64 MB of float64 and 2,048 columns, a product block of ~4 MB."""
+    cols = max(1, min(n_cols, _rows(dim, BLOCK_BYTES), MAX_BLOCK_COLUMNS))
     step = max(1, min(max(1, n_rows), _rows(dim, 2 * CONVERT_BYTES), _rows(cols, 2 * CONVERT_BYTES)))
     return step, cols
 
@@ -258,6 +275,25 @@ def pairwise_blocks(points: GridPoints, others: GridPoints, rows: Optional[Tenso
             block = torch.mm(converted(rs.start, rs.stop, rows), block_cols, out=products[: rs.stop - r, : cs.stop - c])
             block.mul_(-2.0).add_(others.sq[cs]).add_(row_sq[rs, None])
             yield rs, cs, block
+
+
+def upper_blocks(n: int, dim: int) -> list[tuple[slice, slice]]:
+    """The square blocks of an n × n symmetric matrix on and above the diagonal that this rank computes.
+
+    All of them outside :func:`sharing_work`; inside, the ranks take them in turn (block t to
+    rank t mod ranks), so the work splits evenly though the rows' shares of the triangle do not.
+    """
+    split = current_split()
+    side = min(_blocks(n, n, dim))
+    starts = range(0, n, side)
+    pairs = [(slice(r, min(n, r + side)), slice(c, min(n, c + side))) for r in starts for c in starts if c >= r]
+    return pairs[split.rank :: split.ranks]
+
+
+def exact_block(points: GridPoints, rs: slice, cs: slice) -> Tensor:
+    """(rows, columns) float64 exact squared grid distances between the points at ``rs`` and at ``cs``."""
+    block = torch.mm(points.q[rs].to(torch.float64), points.q[cs].to(torch.float64).T)
+    return block.mul_(-2.0).add_(points.sq[cs]).add_(points.sq[rs, None])
 
 
 def _k_smallest(block: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -339,65 +375,147 @@ class TooManyEdges(ValueError):
         self.max_edges = max_edges
 
 
-def radius_edges(
-    points: GridPoints, radius_sq: float, rows: Optional[Tensor] = None, max_edges: Optional[int] = None
-) -> Tensor:
+def _ieee_float32_products(device: torch.device) -> bool:
+    """Whether float32 matrix products on ``device`` are IEEE float32, as the screen's error bound needs:
+    not TF32 or bf16, which ``torch.set_float32_matmul_precision("high"/"medium")`` allows."""
+    backend = torch.backends.cuda.matmul if device.type == "cuda" else getattr(torch.backends.mkldnn, "matmul", None)
+    precision = getattr(backend, "fp32_precision", None)
+    if precision is None:  # torch before the per-backend settings
+        return torch.get_float32_matmul_precision() == "highest"
+    return precision in ("none", "ieee")
+
+
+def _float32_estimate(points: GridPoints, rs: slice, cs: slice) -> tuple[Tensor, float]:
+    """(rows, columns) float32 estimates T of the squared grid distances between the points at ``rs`` and at
+    ``cs``, and a bound M with |T − D| ≤ M for every exact D of the block.
+
+    Grid values are integers of at most 24 bits, exact in float32. A float32 product q_i·q_j in
+    any summation order (BLAS blocking, FMA, threads) is within γ_d‖q_i‖‖q_j‖ of the exact one,
+    γ_d = d·u/(1 − d·u), u = 2^-24 (Higham, *Accuracy and Stability of Numerical Algorithms*,
+    §3.1); T = ‖q_i‖² + ‖q_j‖² − 2q_i·q_j formed in float32 adds three roundings, so
+    |T − D| ≤ (γ_d + 5u)(‖q_i‖² + ‖q_j‖²), and M is that with the block's largest norms, rounded up generously.
+    """
+    dim = points.q.shape[1]
+    unit = math.ldexp(1.0, -24)
+    slack = (dim * unit / (1 - dim * unit) + 8 * unit) * 1.01
+    band = (float(points.sq[rs].max()) + float(points.sq[cs].max())) * slack
+    block = torch.mm(points.q[rs], points.q[cs].T)
+    block.mul_(-2.0).add_(points.sq[cs].to(torch.float32)).add_(points.sq[rs].to(torch.float32)[:, None])
+    return block, band
+
+
+def _exact_pairs(points: GridPoints, i: Tensor, j: Tensor) -> Tensor:
+    """(P,) float64 exact squared grid distances between the points at ``i`` and at ``j``, pair by pair."""
+    dots = (points.q[i].to(torch.float64) * points.q[j].to(torch.float64)).sum(1)  # integers below 2^53: exact
+    return points.sq[i] + points.sq[j] - 2.0 * dots
+
+
+def _pairs_within(points: GridPoints, radius_sq: float, rs: slice, cs: slice, screened: bool) -> tuple[Tensor, Tensor]:
+    """(i, j): the pairs (point ``rs.start + i``, point ``cs.start + j``) with exact squared grid distance < ``radius_sq``.
+
+    One block. ``screened``: from the float32 estimates of :func:`_float32_estimate`, the same
+    pairs ~2× sooner: T < R − M is in, T > R + M out, and the thin band between is computed exactly.
+    """
+    if not screened:
+        i, j = (exact_block(points, rs, cs) < radius_sq).nonzero(as_tuple=True)
+        return i, j
+    estimate, band = _float32_estimate(points, rs, cs)
+    low, high = _float32_outward(radius_sq - band, -math.inf), _float32_outward(radius_sq + band, math.inf)
+    i, j = (estimate <= high).nonzero(as_tuple=True)  # in, or in the band: few
+    unsure = (estimate[i, j] >= low).nonzero().squeeze(1)
+    if unsure.numel():
+        keep = torch.ones_like(i, dtype=torch.bool)
+        keep[unsure] = _exact_pairs(points, i[unsure] + rs.start, j[unsure] + cs.start) < radius_sq
+        i, j = i[keep], j[keep]
+    return i, j
+
+
+def _float32_outward(value: float, towards: float) -> float:
+    """``value`` rounded to float32, then one float32 step towards ``towards`` (so a bound stays a bound)."""
+    rounded = torch.tensor(value, dtype=torch.float32)
+    return float(torch.nextafter(rounded, torch.tensor(towards, dtype=torch.float32)))
+
+
+def radius_edges(points: GridPoints, radius_sq: float, max_edges: Optional[int] = None) -> Tensor:
     """(E, 2) pairs (i, j), sorted, with exact ‖q_i − q_j‖² < ``radius_sq`` (grid units), self-pairs included.
 
     The graph of δ-balls (ProbCover): edge (i, j) when point j lies within δ of point i.
-    ``rows``: only the rows at these positions (i is then their position in ``points``).
     Built block by block and stored as edges: memory O(E), never N×N. ``max_edges``: raise
     :class:`TooManyEdges` as soon as more than that many pairs are found (memory then stays
     O(max_edges) plus one block), so a radius that is too large fails before it fills memory.
+
+    The graph is symmetric: only the blocks on and above the diagonal are computed, each giving
+    its pairs both ways; inside :func:`sharing_work` the ranks take those blocks in turn.
+    Products are screened in float32 (:func:`_pairs_within`) where the device's float32
+    products are IEEE; the pairs are exact either way.
     """
     device = points.q.device
-    split = current_split() if rows is None else WorkSplit()
-    mine = split.shard(len(points))
-    if mine is not None:
-        try:
-            local, over = radius_edges(points, radius_sq, mine.to(device), max_edges), 0
-        except TooManyEdges as too_many:
-            local, over = torch.empty(0, 2, dtype=torch.long, device=device), too_many.found
+    n, dim = points.q.shape
+    screened = _ieee_float32_products(device)
+    split = current_split()
+    found: list[Tensor] = []
+    count = over = 0
+    try:
+        for rs, cs in upper_blocks(n, dim):
+            i, j = _pairs_within(points, radius_sq, rs, cs, screened)
+            pairs = [torch.stack([i + rs.start, j + cs.start], dim=1)]
+            if cs != rs:
+                pairs.append(torch.stack([j + cs.start, i + rs.start], dim=1))
+            for both in pairs:
+                count += both.shape[0]
+                if max_edges is not None and count > max_edges:
+                    raise TooManyEdges(count, max_edges)
+                found.append(both)
+    except TooManyEdges as too_many:
+        if split.ranks == 1:
+            raise
+        found, over = [], too_many.found
+    local = torch.cat(found) if found else torch.empty(0, 2, dtype=torch.long, device=device)
+    if split.ranks > 1:
         # Every rank learns whether any went past the limit, so all raise or none does.
-        counts = split.total(torch.tensor([local.shape[0], over], dtype=torch.float64))
+        counts = split.total(torch.tensor([0 if over else count, over], dtype=torch.float64))
         total = int(counts[0]) + int(counts[1])
         if counts[1] > 0 or (max_edges is not None and total > max_edges):
             raise TooManyEdges(total, max_edges)
-        return split.gather(local)
-    own = torch.arange(len(points), device=device) if rows is None else rows.to(device)
-    found: list[Tensor] = []
-    count = 0
-    for rs, cs, block in pairwise_blocks(points, points, rows):
-        i, j = (block < radius_sq).nonzero(as_tuple=True)
-        if i.numel():
-            count += i.numel()
-            if max_edges is not None and count > max_edges:
-                raise TooManyEdges(count, max_edges)
-            found.append(torch.stack([own[rs][i], j + cs.start], dim=1))
-    if not found:
-        return torch.empty(0, 2, dtype=torch.long, device=device)
-    edges = torch.cat(found)
-    order = torch.argsort(edges[:, 0] * len(points) + edges[:, 1])
-    return edges[order]
+        local = split.gather(local)
+    return local[torch.argsort(local[:, 0] * n + local[:, 1])]
 
 
 def nearest_other_label_sq(points: GridPoints, labels: Tensor) -> Tensor:
     """(N,) exact squared grid distance from each point to the nearest point with another label (inf if none).
 
     ProbCover's purity (Yehuda et al. 2022, §4.2): the δ-ball of x is pure when every point in
-    it shares x's k-means pseudo-label, i.e. when δ is at most this distance.
+    it shares x's k-means pseudo-label, i.e. when δ is at most this distance. Distances are
+    symmetric: only the blocks on and above the diagonal are computed (:func:`upper_blocks`;
+    the ranks take them in turn and keep the smallest, exact in any order), each giving its
+    rows' and its columns' nearest. Where float32 products are IEEE, a block's float32
+    estimates (:func:`_screen_bounds`) leave per row and column the few pairs that can be the
+    nearest, and only those are computed exactly.
     """
-    split = current_split()
-    mine = split.shard(len(points))
-    rows = None if mine is None else mine.to(points.q.device)
-    own = torch.arange(len(points), device=points.q.device) if rows is None else rows
-    nearest = torch.full((own.numel(),), torch.inf, dtype=torch.float64, device=points.q.device)
-    labels = labels.to(points.q.device)
-    for rs, cs, block in pairwise_blocks(points, points, rows):
-        other = labels[own[rs], None] != labels[None, cs]
-        values = block.masked_fill(~other, torch.inf).amin(dim=1)
-        torch.minimum(nearest[rs], values, out=nearest[rs])
-    return split.gather(nearest)
+    n, dim = points.q.shape
+    device = points.q.device
+    labels = labels.to(device)
+    screened = _ieee_float32_products(device)
+    nearest = torch.full((n,), torch.inf, dtype=torch.float64, device=device)
+    for rs, cs in upper_blocks(n, dim):
+        other = labels[rs, None] != labels[None, cs]
+        if not screened:
+            block = exact_block(points, rs, cs).masked_fill_(~other, torch.inf)
+            torch.minimum(nearest[rs], block.amin(dim=1), out=nearest[rs])
+            torch.minimum(nearest[cs], block.amin(dim=0), out=nearest[cs])
+            continue
+        estimate, band = _float32_estimate(points, rs, cs)
+        estimate.masked_fill_(~other, torch.inf)
+        # The exact nearest of a row is among the columns whose estimate is within 2·band of the row's least.
+        rows_best = (estimate <= (estimate.amin(dim=1, keepdim=True) + 2 * band)) & other
+        cols_best = (estimate <= (estimate.amin(dim=0, keepdim=True) + 2 * band)) & other
+        i, j = (rows_best | cols_best).nonzero(as_tuple=True)
+        if not i.numel():
+            continue
+        exact = _exact_pairs(points, i + rs.start, j + cs.start)
+        nearest[rs].scatter_reduce_(0, i, exact, "amin")
+        nearest[cs].scatter_reduce_(0, j, exact, "amin")
+    return current_split().smallest(nearest)
 
 
 @dataclass

@@ -35,7 +35,9 @@ rounding, so the graph, the degrees (integers) and the picks are the same on any
 thread count, blocking or device. The purity-chosen δ is a function of the k-means
 clustering, which is exact too.
 
-Cost: the graph is built block by block in O(N²·d) float64 products (never an N×N matrix)
+Cost: the graph is built block by block from the N²/2 products on and above the diagonal
+(it is symmetric; float32 products screened by an error bound, exact float64 in a thin band
+around δ: :func:`~al_lightning.strategies.neighbours.radius_edges`), never an N×N matrix,
 and stored as int64 edges: memory O(E), with E at most ``max_mean_degree``·N (the build stops
 with an error naming ``delta`` beyond it); labeled coverage O(N·M·d) time, O(N) memory; the
 greedy loop O(b·N + E). The purity rule adds k-means, O(iterations·(N + M)·K·d), and one

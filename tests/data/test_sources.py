@@ -32,7 +32,7 @@ def check_items(splits, shape: tuple[int, ...]) -> None:
 
 
 def test_an_option_the_dataset_does_not_take_is_an_error(tmp_path):
-    with pytest.raises(ConfigurationError, match=r"dataset 'cifar10' does not take these arguments \['imbalance_ratio'\] \(--data.dataset_args; imbalance_ratio is an option of: cifar10_lt\); it takes: download"):
+    with pytest.raises(ConfigurationError, match=r"dataset 'cifar10' does not take these arguments \['imbalance_ratio'\] \(--data.dataset_args; imbalance_ratio is an option of: cifar10_lt, fashion_mnist\); it takes: download"):
         build_source("cifar10", path=str(write_cifar(tmp_path)), imbalance_ratio=10)
 
 

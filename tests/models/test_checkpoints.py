@@ -310,7 +310,7 @@ def test_larger_architecture_names_formats_and_keys(tmp_path):
     assert "moco34.pth" in message and "do not fit the backbone" in message
     # resnet34 has 8 more BasicBlocks of 12 tensors each.
     assert "tried moco_v2 (0 missing, 96 unexpected, 0 wrong shapes), state_dict (0 missing, 96 unexpected" in message
-    assert "not detected: moco_v3, dino, esvit, lightly, simclr, lightning" in message
+    assert "not detected: moco_v3, dino, esvit, lightly, simclr, dinov2, openai_clip, clip, mae, lightning" in message
     assert "closest, moco_v2: missing keys [], unexpected keys ['layer1.2.bn1.bias'" in message
     assert message.endswith("'layer1.2.bn2.weight']...") and "shape mismatches" not in message
 
@@ -443,7 +443,7 @@ def test_esvit_swin_t_fits_the_configs_backbone():
     raw = esvit(net, net)
     esvit_format = next(fmt for fmt in FORMATS if fmt.name == "esvit")
     assert esvit_format.detect(raw)
-    state = esvit_format.convert(raw, list(net.state_dict()))
+    state = esvit_format.convert(raw, net)
     own = net.state_dict()
     assert state.keys() == own.keys()
     assert all(state[k].shape == own[k].shape for k in own)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.strategies import PoolOutputs, build
+from al_lightning.strategies import PoolOutputs, build, neighbours
 
 
 def line(*xs):
@@ -115,7 +115,10 @@ def test_probcover_refuses_a_delta_that_covers_nothing_or_everything():
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("with_labeled", [False, True])
-def test_maxherding_exact_and_truncated_are_the_plain_dense_greedy(seed, with_labeled):
+@pytest.mark.parametrize("block", [7, 4096], ids=["blocks-of-7", "one-block"])
+def test_maxherding_exact_and_truncated_are_the_plain_dense_greedy(seed, with_labeled, block, monkeypatch):
+    # Blocks of 7 rows and columns: the initial gains come from diagonal and off-diagonal blocks, both ways.
+    monkeypatch.setattr(neighbours, "_blocks", lambda n_rows, n_cols, dim: (min(block, n_rows), min(block, n_cols)))
     g = torch.Generator().manual_seed(seed)
     pool = torch.randint(-8, 9, (30, 3), generator=g) / 4.0  # on the grid: the plain loop sees the same values
     labeled = torch.randint(-8, 9, (2, 3), generator=g) / 4.0 if with_labeled else torch.empty(0, 3)

@@ -66,11 +66,31 @@ def test_radius_edges_are_the_pairs_closer_than_the_radius(blocks):
     edges = radius_edges(grid, grid.to_grid_sq(2.0))
     plain = [(i, j) for i, j in itertools.product(range(35), repeat=2) if plain_sq(points[i], points[j]) < 2.0]
     assert [tuple(e) for e in edges.tolist()] == plain
-    some = radius_edges(grid, grid.to_grid_sq(2.0), rows=torch.tensor([4, 20]))
-    assert [tuple(e) for e in some.tolist()] == [(i, j) for i, j in plain if i in (4, 20)]
 
 
-def test_nearest_other_label_distance(blocks):
+@pytest.mark.parametrize("screened", [True, False], ids=["float32-screen", "float64"])
+def test_radius_edges_and_nearest_other_label_of_real_valued_points_are_exact(blocks, screened, monkeypatch):
+    """Wide float features, where float32 products do err: the screen must still give the exact pairs,
+    radius ties (a pair exactly at the radius is out) included. Reference: int64 products of the grid."""
+    monkeypatch.setattr(neighbours, "_ieee_float32_products", lambda device: screened)
+    points = torch.randn(120, 300, generator=torch.Generator().manual_seed(8))
+    grid, = on_one_grid(points)
+    q = grid.q.long()
+    sq = (q * q).sum(1)
+    exact = sq[:, None] + sq[None, :] - 2 * (q @ q.T)
+    radius_sq = int(exact[3, 7])  # a pair exactly at the radius: not an edge
+    edges = radius_edges(grid, float(radius_sq))
+    plain = [(i, j) for i in range(120) for j in range(120) if exact[i, j] < radius_sq]
+    assert (3, 7) not in plain and len(plain) > 120
+    assert [tuple(e) for e in edges.tolist()] == plain
+    labels = torch.arange(120) % 4
+    nearest = neighbours.nearest_other_label_sq(grid, labels)
+    assert nearest.tolist() == [float(exact[i][labels != labels[i]].min()) for i in range(120)]
+
+
+@pytest.mark.parametrize("screened", [True, False], ids=["float32-screen", "float64"])
+def test_nearest_other_label_distance(blocks, screened, monkeypatch):
+    monkeypatch.setattr(neighbours, "_ieee_float32_products", lambda device: screened)
     points = integer_points(30, 2, seed=4)
     labels = torch.arange(30) % 3
     grid, = on_one_grid(points)

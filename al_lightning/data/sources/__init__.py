@@ -3,7 +3,7 @@
 A source knows where its images come from, how many classes there are, and which transforms
 suit it; the :class:`~al_lightning.data.ActiveDataModule` does the rest (pool, validation
 split, loaders). Each source registers itself in its own module: ``digits`` (bundled),
-``fake``, ``image_folder``, ``cifar10``, ``cifar10_lt``, ``imagenet``, ``imagenet_lt`` and
+``fake``, ``image_folder``, ``cifar10``, ``cifar10_lt``, ``fashion_mnist``, ``imagenet``, ``imagenet_lt`` and
 ``features`` (precomputed feature vectors).
 """
 
@@ -19,6 +19,7 @@ from al_lightning.data.sources import (  # noqa: E402,F401  isort: skip
     cifar10,
     cifar10_lt,
     digits,
+    fashion_mnist,
     fake,
     features,
     image_folder,

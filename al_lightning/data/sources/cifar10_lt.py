@@ -48,6 +48,23 @@ def long_tail_indices(targets: Tensor, counts: Sequence[int], seed: int = SELECT
     return torch.as_tensor(np.concatenate(kept), dtype=torch.long)
 
 
+def long_tail_keep(targets: Tensor, num_classes: int, ratio: float) -> Tensor:
+    """The training images a long-tailed variant keeps: :func:`long_tail_counts` with ``n_max``
+    the smallest class of the balanced set, drawn by :func:`long_tail_indices`. Every
+    long-tailed source goes through here, so they all cut the same way."""
+    n_max = int(targets.bincount(minlength=num_classes).min())
+    return long_tail_indices(targets, long_tail_counts(n_max, num_classes, ratio))
+
+
+def check_imbalance_ratio(dataset: str, ratio: float) -> None:
+    """A ratio below 1 is most likely the paper's code's ``imbalance_factor`` (its inverse)."""
+    if not ratio >= 1:
+        raise ConfigurationError(
+            f"dataset '{dataset}': imbalance_ratio must be >= 1 (largest class / smallest class), got "
+            f"{ratio}; the paper uses 10 (its code's imbalance_factor 0.1 is the inverse)"
+        )
+
+
 @register_source("cifar10_lt")
 class CIFAR10LTSource(CIFAR10Source):
     """CIFAR-10 with its training set cut to an exponential long tail; the test set is untouched.
@@ -69,18 +86,12 @@ class CIFAR10LTSource(CIFAR10Source):
         download: bool = False,
         imbalance_ratio: float = 10.0,
     ) -> None:
-        if not imbalance_ratio >= 1:
-            raise ConfigurationError(
-                f"dataset 'cifar10_lt': imbalance_ratio must be >= 1 (largest class / smallest class), got "
-                f"{imbalance_ratio}; the paper uses 10 (its code's imbalance_factor 0.1 is the inverse)"
-            )
+        check_imbalance_ratio("cifar10_lt", imbalance_ratio)
         super().__init__(path, image_size, download)
         self.imbalance_ratio = imbalance_ratio
 
     def load(self) -> DatasetSplits:
         splits = super().load()
-        targets = splits.train_targets
-        n_max = int(targets.bincount(minlength=self.num_classes).min())
-        keep = long_tail_indices(targets, long_tail_counts(n_max, self.num_classes, self.imbalance_ratio))
-        train = ArrayImageDataset(splits.train.images[keep.numpy()], targets[keep])
+        keep = long_tail_keep(splits.train_targets, self.num_classes, self.imbalance_ratio)
+        train = ArrayImageDataset(splits.train.images[keep.numpy()], splits.train_targets[keep])
         return dataclasses.replace(splits, train=train, train_targets=train.targets)

@@ -1,0 +1,1 @@
+"""Vendored reference model code; see ../README.md."""
