@@ -92,7 +92,22 @@ def backbone_transforms(config: dict[str, Any]) -> tuple[Transform, Transform]:
     options = {k: config[k] for k in PIPELINE_KEYS}
     train = create_transform(**options, is_training=True, color_jitter=None)
     evaluate = create_transform(**options, is_training=False)
-    return train, evaluate
+    return T.Compose([FloatImage(), *train.transforms]), T.Compose([FloatImage(), *evaluate.transforms])
+
+
+class FloatImage:
+    """uint8 image tensors (Fashion-MNIST's) to float in [0, 1]; PIL images and float tensors pass unchanged.
+
+    timm's pipeline takes PIL images or float tensors: its ``MaybeToTensor`` leaves a tensor as it is.
+    """
+
+    def __call__(self, image: Any) -> Any:
+        if isinstance(image, torch.Tensor) and not image.is_floating_point():
+            return T.functional.convert_image_dtype(image, torch.float32)
+        return image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 def describe_input_config(config: dict[str, Any]) -> str:

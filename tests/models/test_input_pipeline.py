@@ -43,9 +43,9 @@ def test_a_tagged_timm_backbone_brings_its_pretrained_pipeline(hub_model):
     datamodule.choose_input_pipeline(hub_model)
     assert datamodule.input_config == PUBLISHED
     train, evaluate = datamodule.splits.train_transform, datamodule.splits.eval_transform
-    resize, crop = evaluate.transforms[:2]
+    resize, crop = evaluate.transforms[1:3]  # after FloatImage
     assert (resize.size, resize.interpolation, crop.size) == (168, T.InterpolationMode.BICUBIC, (160, 160))  # 160 / 0.95
-    assert train.transforms[0].size == (160, 160) and "bicubic" in repr(train.transforms[0])
+    assert train.transforms[1].size == (160, 160) and "bicubic" in repr(train.transforms[1])
     image, _ = datamodule.split("train")[0]
     assert evaluate(image).shape == (3, 160, 160)
     # mean/std: (x − 0.5)/0.5 of the resized image
@@ -59,7 +59,7 @@ def test_the_config_overrides_every_part(hub_model):
     assert resolve_input_config(PUBLISHED, {"image_size": None, "mean": None}) == PUBLISHED
     datamodule = digits(input_pipeline="backbone", **OVERRIDES)
     datamodule.choose_input_pipeline(hub_model)
-    resize, normalize = datamodule.splits.eval_transform.transforms[0], datamodule.splits.eval_transform.transforms[-1]
+    resize, normalize = datamodule.splits.eval_transform.transforms[1], datamodule.splits.eval_transform.transforms[-1]
     assert (resize.size, resize.interpolation) == ((96, 96), T.InterpolationMode.BILINEAR)  # squash: no crop
     assert normalize.mean.tolist() == pytest.approx([0.1, 0.2, 0.3]) and normalize.std.tolist() == pytest.approx([0.4, 0.5, 0.6])
     image = Image.new("RGB", (50, 70), (255, 0, 0))
@@ -113,3 +113,11 @@ def test_print_config_says_which_pipeline(tmp_path, cli):
     assert {"  input_pipeline: auto", "  mean: null", "  crop_mode: null"} <= set(lines)
     source = cli(base, tmp_path, timeout=100)
     assert source.stdout.splitlines()[0] == "# input pipeline (--data.input_pipeline=auto): the source's transforms (digits, the paper's settings)"
+
+
+def test_uint8_image_tensors_take_the_backbones_pipeline_as_floats():
+    """Fashion-MNIST's items are uint8 tensors; timm's pipeline leaves tensors as they are, so they are made floats first."""
+    train, evaluate = backbone_transforms({**PUBLISHED, "input_size": (3, 32, 32)})
+    pixels = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    assert torch.allclose(evaluate(pixels), evaluate(pixels.float() / 255), atol=1e-6)
+    assert train(pixels).dtype == torch.float32 and train(pixels).shape == (3, 32, 32)
