@@ -16,10 +16,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from al_lightning.config_files import PROJECT_CONFIGS, check_moved_options, print_config_flags, resolve_config_args
 from al_lightning.data import ActiveDataModule
+from al_lightning.data.datamodule import backbone_pipeline_chosen
 from al_lightning.data.sources import SOURCES
+from al_lightning.data.transforms import describe_input_config, resolve_input_config
 from al_lightning.distributed import RankFailedError, leave_process_group
 from al_lightning.errors import ConfigurationError
 from al_lightning.models import ActiveClassifier
+from al_lightning.models.backbones import HUB, backbone_input_config
 from al_lightning.oracles import ORACLES
 from al_lightning.rounds import QueryCallback
 from al_lightning.run_files import latest_last_checkpoint, read_run_json
@@ -106,7 +109,8 @@ class ActiveLearningCLI(LightningCLI):
             dumped = dumped[subcommand]
         if "skip_null" in flags:
             dumped = _without_none(dumped)
-        sys.stdout.write(yaml.safe_dump(dumped, sort_keys=False))
+        pipeline = input_pipeline_line(dumped)
+        sys.stdout.write((f"# {pipeline}\n" if pipeline else "") + yaml.safe_dump(dumped, sort_keys=False))
         sys.exit(0)
 
     def before_instantiate_classes(self) -> None:
@@ -148,6 +152,25 @@ class ActiveLearningCLI(LightningCLI):
                 logger.init_args.version = run_dir.name
 
 
+def input_pipeline_line(config: dict[str, Any]) -> Optional[str]:
+    """Which input pipeline a run of ``config`` uses, in one line (``--print_config`` prints it as a comment).
+
+    The backbone's is resolved from timm's pretrained config of ``--model.backbone`` without
+    building the model; an ``hf-hub:`` name's config lives on the hub and is named only.
+    """
+    data, model = config.get("data") or {}, config.get("model") or {}
+    if "input_pipeline" not in data or "backbone" not in model:
+        return None
+    backbone, mode = model["backbone"], data["input_pipeline"]
+    if not backbone_pipeline_chosen(mode, model.get("pretrained") == HUB):
+        return f"input pipeline (--data.input_pipeline={mode}): the source's transforms ({data.get('dataset')}, the paper's settings)"
+    base = backbone_input_config(backbone)
+    if base is None:
+        return f"input pipeline (--data.input_pipeline={mode}): the backbone's ({backbone}), resolved from its pretrained config at set-up"
+    overrides = {key: data.get(key) for key in ("image_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")}
+    return f"input pipeline (--data.input_pipeline={mode}): the backbone's ({backbone}, timm): {describe_input_config(resolve_input_config(base, overrides))}"
+
+
 def _logger_root(logger: Namespace) -> Optional[Path]:
     """The folder holding a file logger's run folders (``save_dir/name``), None for other loggers."""
     args = logger.get("init_args") or Namespace()
@@ -169,7 +192,6 @@ def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, con
     ``--config NAME.yaml`` that is not a file in the working directory is looked up in
     ``configs`` (the entry point's folder of project configs), see :func:`resolve_config_args`.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must not wait on a hub for weights we load from files
     # Early rounds have few labeled batches and in-memory datasets need no workers:
     # Lightning's hints about both would repeat every round.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -109,3 +109,31 @@ PHOTO_RUN = [
     "--data.dataset=image_pool", "--data.path=photos", "--data.labels=seed.csv", "--data.dataset_args.test_path=test",
     "--data.val_fraction=0.25", "--al.strategy=margin", "--al.budget=6", "--al.rounds=1",
 ]  # fmt: skip
+
+
+#: A real timm model with published weights, small enough for tests (0.3M parameters, 160 px, patch 16).
+HUB_MODEL = "test_vit.r160_in1k"
+
+
+def publish_to_hub_cache(cache: Path, name: str = HUB_MODEL, seed: int = 0, revision: str = "0" * 40) -> dict[str, torch.Tensor]:
+    """Put seeded weights of timm's ``name`` where huggingface_hub looks for timm's published ones, as
+    ``hf download timm/NAME`` leaves them: ``models--timm--NAME/{refs/main, snapshots/REV/model.safetensors,
+    snapshots/REV/config.json}`` under ``cache`` (an ``HF_HUB_CACHE``). Returns the weights (classifier included)."""
+    import json
+
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    net = timm.create_model(name, pretrained=False)
+    weights = {k: v.contiguous() for k, v in net.state_dict().items()}
+    repo = cache / f"models--timm--{name}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    save_file(weights, str(snapshot / "model.safetensors"))
+    architecture, tag = name.split(".", 1)
+    config = {"architecture": architecture, "num_classes": net.num_classes, "pretrained_cfg": {**net.pretrained_cfg, "tag": tag}}
+    (snapshot / "config.json").write_text(json.dumps(config))
+    return weights

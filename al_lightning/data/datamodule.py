@@ -18,6 +18,7 @@ from al_lightning.data.pool import ActivePool
 from al_lightning.data.samplers import GlobalBatchSampler, ShardSampler
 from al_lightning.data.sources import SOURCES, DatasetSource, DatasetSplits
 from al_lightning.data.splits import balanced_subset, per_class_split, random_subset, stratified_split
+from al_lightning.data.transforms import backbone_transforms, describe_input_config, resolve_input_config
 from al_lightning.errors import ConfigurationError
 from al_lightning.seeding import derive_seed, resolve_seed, seed_worker
 
@@ -74,6 +75,18 @@ class ActiveDataModule(pl.LightningDataModule):
         feature_cache_train: ``cached``: the head trains on the cached (eval-transform)
             features, without the train-time augmentation; ``augmented``: it trains on
             augmented images through the trunk, while validation, test and the query read the cache.
+        input_pipeline: whose transforms the images get. ``source``: the source's own (the
+            paper's settings, see :mod:`al_lightning.data.transforms`); ``backbone``: the timm
+            backbone's own (its pretrained config's input size, interpolation, mean/std and
+            crop, timm's ``create_transform``); ``auto``: the backbone's when its weights come
+            from the hub (``--model.pretrained=hub``), else the source's.
+        mean, std, interpolation, crop_pct, crop_mode: set these parts of the backbone's
+            pipeline instead of taking its pretrained config's (with ``image_size``, its input
+            size); only with the backbone's pipeline.
+
+    The data module asks the model for its pipeline at :meth:`setup` (inside ``trainer.fit``),
+    as the model holds the backbone's pretrained config; the first log lines say which
+    pipeline is used, and an image size the backbone cannot take fails there in one line.
     """
 
     def __init__(
@@ -93,6 +106,12 @@ class ActiveDataModule(pl.LightningDataModule):
         seed: Optional[int] = None,
         feature_cache: Optional[str] = None,
         feature_cache_train: Literal["cached", "augmented"] = "cached",
+        input_pipeline: Literal["auto", "backbone", "source"] = "auto",
+        mean: Optional[tuple[float, float, float]] = None,
+        std: Optional[tuple[float, float, float]] = None,
+        interpolation: Optional[Literal["bilinear", "bicubic", "nearest", "lanczos", "box", "hamming"]] = None,
+        crop_pct: Optional[float] = None,
+        crop_mode: Optional[Literal["center", "squash", "border"]] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # the query callback logs them once, with the results (RoundRecords.finish)
@@ -112,6 +131,10 @@ class ActiveDataModule(pl.LightningDataModule):
         self.seed = resolve_seed(seed)
         self.feature_cache = feature_cache
         self.feature_cache_train = feature_cache_train
+        self.input_pipeline = input_pipeline
+        self.pipeline_overrides = {"mean": mean, "std": std, "interpolation": interpolation, "crop_pct": crop_pct, "crop_mode": crop_mode}
+        self.input_config: Optional[dict[str, Any]] = None  # the backbone's pipeline, once set up with it
+        self._source_transforms: tuple[Any, Any] = (None, None)
         self.cached: Optional[dict[str, Dataset]] = None  # the splits as cached features, once prepared
         self.splits: Optional[DatasetSplits] = None
         self.pool: Optional[ActivePool] = None
@@ -175,6 +198,9 @@ class ActiveDataModule(pl.LightningDataModule):
         if self.splits is not None:
             return
         self.splits = self.source.load()
+        self._source_transforms = (self.splits.train_transform, self.splits.eval_transform)
+        if getattr(self, "trainer", None) is not None and self.trainer.lightning_module is not None:
+            self.choose_input_pipeline(self.trainer.lightning_module)
         self.pool = ActivePool(len(self.train_targets), holdout=self._draw_holdout())
         if self._pending_state is not None:
             self.pool.load_state_dict(self._pending_state["pool"])
@@ -184,6 +210,41 @@ class ActiveDataModule(pl.LightningDataModule):
         elif self.initial_pool_size > 0:
             initial = self._draw_initial_pool()
             self.pool.label(initial, self.train_targets[initial], round=0)
+
+    def choose_input_pipeline(self, model: pl.LightningModule) -> None:
+        """Give the images ``model``'s backbone's own pipeline or the source's (``input_pipeline``), say which,
+        and check that the backbone takes the images' size. :meth:`setup` calls it with the trainer's model;
+        set up without a trainer, the data module keeps the source's transforms until this is called."""
+        if self.splits.eval_transform is None:  # precomputed features: no images
+            if self.input_pipeline == "backbone":
+                raise ConfigurationError(f"--data.input_pipeline=backbone: dataset '{self.source.name}' holds features, not images")
+            return
+        backbone = getattr(model, "hparams", {}).get("backbone", "?")
+        config = model.backbone_input_config() if hasattr(model, "backbone_input_config") else None
+        use_backbone = backbone_pipeline_chosen(self.input_pipeline, getattr(model, "hub_weights", False))
+        set_here = [f"--data.{k}" for k, v in self.pipeline_overrides.items() if v is not None]
+        if use_backbone:
+            if config is None:
+                raise ConfigurationError(
+                    f"--data.input_pipeline=backbone: backbone '{backbone}' has no pretrained config (torchvision or identity); "
+                    "use --data.input_pipeline=source"
+                )
+            self.input_config = resolve_input_config(config, {"image_size": self.hparams.image_size, **self.pipeline_overrides})
+            self.splits.train_transform, self.splits.eval_transform = backbone_transforms(self.input_config)
+            size = self.input_config["input_size"][-1]
+            rank_zero_info(f"[data] input pipeline: the backbone's ({backbone}, timm): {describe_input_config(self.input_config)}")
+        else:
+            if set_here:
+                raise ConfigurationError(
+                    f"{', '.join(set_here)} set the backbone's input pipeline, but this run uses the source's transforms "
+                    f"(--data.input_pipeline={self.input_pipeline}); add --data.input_pipeline=backbone"
+                )
+            self.input_config = None
+            self.splits.train_transform, self.splits.eval_transform = self._source_transforms
+            size = self.source.image_size
+            rank_zero_info(f"[data] input pipeline: the source's ({self.source.name}, {size} px): {_one_line(self.splits.eval_transform)}")
+        if hasattr(model, "check_input_size") and size:
+            model.check_input_size(size)
 
     def _draw_holdout(self) -> Tensor:
         """The validation split: a class-stratified draw from the items with known labels (none with ``splits.val``)."""
@@ -330,3 +391,14 @@ class ActiveDataModule(pl.LightningDataModule):
             self._pending_state = state_dict
         else:
             self.pool.load_state_dict(state_dict["pool"])
+
+
+def backbone_pipeline_chosen(input_pipeline: str, hub_weights: bool) -> bool:
+    """Whether ``--data.input_pipeline`` gives the images the backbone's own pipeline: ``backbone``, or
+    ``auto`` with hub weights (published with the pipeline they were trained with)."""
+    return input_pipeline == "backbone" or (input_pipeline == "auto" and hub_weights)
+
+
+def _one_line(transform: Any) -> str:
+    """A transform's repr on one line, for the log."""
+    return " ".join(repr(transform).split())

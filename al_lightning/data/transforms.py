@@ -1,8 +1,8 @@
-"""Train and eval transforms for each kind of input, following the paper's settings."""
+"""Train and eval transforms for each kind of input, following the paper's settings, and a backbone's own pipeline."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torchvision import transforms as T
@@ -59,3 +59,65 @@ def grayscale_transforms(
     train = T.Compose([to_float, *resize, *augment, normalize])
     evaluate = T.Compose([to_float, *resize, normalize])
     return train, evaluate
+
+
+#: The parts of a backbone's input pipeline that the data module's options can set (timm's data-config keys).
+PIPELINE_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def resolve_input_config(backbone_config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A backbone's data config (timm's: input_size, interpolation, mean, std, crop_pct, crop_mode) with the
+    options that are set (not None) in ``overrides`` taking precedence; ``image_size`` sets a square input."""
+    from timm.data import resolve_data_config
+
+    args = {k: v for k, v in overrides.items() if v is not None}
+    if "image_size" in args:
+        args["img_size"] = args.pop("image_size")
+    if "mean" in args:
+        args["mean"] = tuple(args["mean"])
+    if "std" in args:
+        args["std"] = tuple(args["std"])
+    return dict(resolve_data_config(args, pretrained_cfg=backbone_config))
+
+
+def backbone_transforms(config: dict[str, Any]) -> tuple[Transform, Transform]:
+    """The backbone's own pipeline (timm's ``create_transform``) from its data config.
+
+    Evaluation and scoring: timm's eval transform (resize by ``crop_pct``, crop, normalise).
+    Training: RandomResizedCrop + flip at the backbone's size, interpolation and normalisation,
+    the augmentation of the paper's ImageNet setting (timm's colour jitter is left out).
+    """
+    from timm.data import create_transform
+
+    options = {k: config[k] for k in PIPELINE_KEYS}
+    train = create_transform(**options, is_training=True, color_jitter=None)
+    evaluate = create_transform(**options, is_training=False)
+    return T.Compose([FloatImage(), *train.transforms]), T.Compose([FloatImage(), *evaluate.transforms])
+
+
+class FloatImage:
+    """uint8 image tensors (Fashion-MNIST's) to float in [0, 1]; PIL images and float tensors pass unchanged.
+
+    timm's pipeline takes PIL images or float tensors: its ``MaybeToTensor`` leaves a tensor as it is.
+    """
+
+    def __call__(self, image: Any) -> Any:
+        if isinstance(image, torch.Tensor) and not image.is_floating_point():
+            return T.functional.convert_image_dtype(image, torch.float32)
+        return image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def describe_input_config(config: dict[str, Any]) -> str:
+    """One line for logs and ``--print_config``: ``160 px, bicubic, crop 0.95 (center), mean (…), std (…)``."""
+    size = config["input_size"][-1] if config["input_size"][-2] == config["input_size"][-1] else "×".join(map(str, config["input_size"][1:]))
+    return (
+        f"{size} px, {config['interpolation']}, crop {config['crop_pct']:.4g} ({config['crop_mode']}), "
+        f"mean {_numbers(config['mean'])}, std {_numbers(config['std'])}"
+    )
+
+
+def _numbers(values: Any) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

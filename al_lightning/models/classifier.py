@@ -8,11 +8,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from al_lightning.models.backbones import build_backbone
+from al_lightning.errors import ConfigurationError
+from al_lightning.models.backbones import HUB, build_backbone, hub_location
 from al_lightning.models.checkpoints import load_backbone_weights
 
 #: Top-5 accuracy is reported from this many classes on: with C <= 5 it is always 1.0.
@@ -53,7 +55,10 @@ class ActiveClassifier(pl.LightningModule):
         cifar_stem: 3×3 stride-1 stem without max-pool, for 32×32 images (torchvision ResNets).
         pretrained: file with the backbone's initial (SSP) weights: MoCo v2/v3, SimCLR, DINO, lightly,
             Lightning or plain timm/torchvision checkpoints (see ``models/checkpoints.py``);
-            ``None`` starts from a random initialisation (fixed by the seed).
+            ``hub``: the weights timm publishes for ``backbone`` (a name with its pretrained tag,
+            ``vit_small_patch14_dinov2.lvd142m``, or ``hf-hub:ORG/NAME``), through
+            huggingface_hub's cache (``HF_HUB_OFFLINE=1``: the cache only); ``None`` starts from a
+            random initialisation (fixed by the seed).
         freeze_backbone: linear evaluation: train the head only.
         freeze_bn_stats: keep BatchNorm in eval mode while fine-tuning (the SSP statistics
             stay frozen, as the paper's code does); default: on when ``pretrained`` is given.
@@ -89,9 +94,12 @@ class ActiveClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # the query callback logs them once, with the results (RoundRecords.finish)
-        self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem, input_dim)
-        if pretrained:
+        self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem, input_dim, hub_weights=pretrained == HUB)
+        if pretrained and pretrained != HUB:
             load_backbone_weights(self.backbone, pretrained)
+        elif pretrained == HUB:
+            repo, cache = hub_location(backbone.removeprefix("timm/"))
+            rank_zero_info(f"[model] backbone {backbone}: the hub's weights ({repo}, Hugging Face cache {cache})")
         self.head = nn.Linear(self.feature_dim, num_classes)
         self.freeze_backbone = freeze_backbone
         self.freeze_bn_stats = bool(pretrained) if freeze_bn_stats is None else freeze_bn_stats
@@ -105,6 +113,43 @@ class ActiveClassifier(pl.LightningModule):
         self.test_metrics = accuracy_metrics(num_classes, "test/")
 
     # -- weights ----------------------------------------------------------------------
+    @property
+    def hub_weights(self) -> bool:
+        """Whether the trunk starts from timm's published weights, which come with the input pipeline they were trained with."""
+        return self.hparams.pretrained == HUB
+
+    def backbone_input_config(self) -> Optional[dict[str, Any]]:
+        """timm's data config of the trunk (input_size, interpolation, mean, std, crop_pct, crop_mode) from its
+        pretrained config, None for a torchvision or ``identity`` trunk (they have none)."""
+        if getattr(self.backbone, "pretrained_cfg", None) is None:
+            return None
+        import timm
+
+        config = timm.data.resolve_data_config(model=self.backbone)  # an hf-hub: config, read from JSON, holds lists
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+    @torch.no_grad()
+    def check_input_size(self, image_size: int) -> None:
+        """Fail with one line if the trunk cannot take ``image_size``-px images (a ViT's patch size, a
+        Swin's windows, a fixed-size model): one forward pass of a blank image, before any training."""
+        if isinstance(self.backbone, nn.Identity):
+            return
+        modes = [(module, module.training) for module in self.backbone.modules()]
+        self.backbone.eval()
+        parameter = next(self.backbone.parameters())
+        try:
+            self.backbone(torch.zeros(1, 3, image_size, image_size, device=parameter.device, dtype=parameter.dtype))
+        except (AssertionError, RuntimeError, ValueError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            native = (self.backbone_input_config() or {}).get("input_size")
+            takes = f"; its pretrained size is {native[-1]} px" if native else ""
+            raise ConfigurationError(
+                f"backbone '{self.hparams.backbone}' cannot take {image_size}-px images ({reason}){takes}: set --data.image_size"
+            ) from err
+        finally:
+            for module, training in modes:
+                module.training = training
+
     def initial_trunk_state(self) -> dict[str, Tensor]:
         """The trunk's weights every round starts from (the SSP checkpoint's, or the seeded initialisation), on the CPU.
 
