@@ -233,3 +233,18 @@ def test_kmeans_plus_plus_keeps_the_best_of_its_draws():
     (grid,) = on_one_grid(points)
     got = neighbours.kmeans_plus_plus(grid, 6, torch.Generator().manual_seed(4))
     assert got.tolist() == plain_greedy_seeds(grid.q.double(), 6, 4)
+
+
+def test_the_float32_screen_is_off_where_float32_products_are_not_ieee():
+    """bf16/TF32 products (``torch.set_float32_matmul_precision("medium")``) would break the screen's error bound."""
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    if matmul is None or not hasattr(matmul, "fp32_precision"):
+        pytest.skip("this torch has no per-backend float32 precision setting")
+    before = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "ieee"
+        assert neighbours._ieee_float32_products(torch.device("cpu"))
+        matmul.fp32_precision = "bf16"
+        assert not neighbours._ieee_float32_products(torch.device("cpu"))
+    finally:
+        matmul.fp32_precision = before
