@@ -10,8 +10,8 @@
 # 1. Pretraining: pretrain.py with configs/ssl/fashion_mnist_simclr.yaml (ResNet-18, 12 epochs
 #    over the 60,000 training images; ~55 min on our 2 cores, estimated from a few steps)
 #    -> WORK/simclr_resnet18.pt.
-# 2. Linear probes with every label (54,000; 6,000 held out for early stopping), the head and
-#    schedule of configs/features_linear.yaml: on the trunk's features (this run also fills the
+# 2. Linear probes with every label (54,000; 6,000 held out for early stopping), the head,
+#    schedule and batch of configs/features_linear.yaml, at most 50 epochs: on the trunk's features (this run also fills the
 #    feature cache WORK/cache_balanced the sweep reads) and on the raw pixels (a features file
 #    written by benchmarks/fashion_mnist_data.py) -> RESULTS/probe.md.
 # 3. The sweep (python -m al_lightning.sweep), balanced and long-tailed (imbalance ratio 10,
@@ -49,6 +49,7 @@ if [[ "$SLICE" == 1 ]]; then
   STRATEGIES=random,base
   SEEDS=0
   HEAD=(--data.batch_size=16 --al.max_epochs=5 --al.min_epochs=1 --al.patience=2)
+  PROBE=("${HEAD[@]}")
   BUDGETS=(--data.initial_pool_size=20 --al.budget=20 --al.rounds=2)
 else
   PRETRAIN=()
@@ -60,6 +61,9 @@ else
   # 100 labels make a few steps an epoch; 20 to 100 epochs, stopping after 20 checks without a
   # better validation top-1 (as benchmarks/foundation_strategies_digits.sh).
   HEAD=(--data.batch_size=64 --al.max_epochs=100 --al.min_epochs=20 --al.patience=20)
+  # The all-label probes: configs/features_linear.yaml's batches of 256 (54,000 labels in
+  # batches of 64 took ~29 s an epoch here), at most 50 epochs, patience 10 checks.
+  PROBE=(--data.batch_size=256 --al.max_epochs=50 --al.patience=10)
   BUDGETS=(--data.initial_pool_size=100 --al.budget=100 --al.rounds=9)
 fi
 
@@ -67,9 +71,20 @@ fi
 if [[ -f "$CKPT" ]]; then
   stage "pretraining: $CKPT exists, skipped"
 else
-  stage "pretraining -> $CKPT"
+  # An interrupted pretraining continues from its newest epoch checkpoint (Lightning writes one
+  # at the end of every epoch), in a new log folder.
+  RESUME=()
+  last=""
+  if [[ -d "$WORK/pretrain" ]]; then
+    last="$(find "$WORK/pretrain" -name '*.ckpt' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)"
+  fi
+  [[ -n "$last" ]] && RESUME=(--ckpt_path="$last")
+  stage "pretraining -> $CKPT${last:+ (continuing $last)}"
   python pretrain.py fit --config configs/ssl/fashion_mnist_simclr.yaml --data.path="$DATA" \
-    --trainer.default_root_dir="$WORK/pretrain" --model.backbone_out="$CKPT" "${PRETRAIN[@]}"
+    --trainer.default_root_dir="$WORK/pretrain" --model.backbone_out="$CKPT" "${PRETRAIN[@]}" "${RESUME[@]}"
+  if [[ ! -f "$CKPT" && -n "$last" ]]; then  # resumed from the last epoch: the fit ended at once
+    python benchmarks/fashion_mnist_data.py trunk "$last" "$CKPT"
+  fi
 fi
 
 # The frozen trunk on the images, its features cached per training set; as train.py reads it.
@@ -89,7 +104,7 @@ probe() {  # probe NAME POOL_SIZE OVERRIDES...
   fi
   stage "probe $name: $pool labels"
   rm -rf "${WORK:?}/probe/$name"
-  python train.py fit --config features_linear.yaml "$@" "${HEAD[@]}" --data.initial_pool_size="$pool" \
+  python train.py fit --config features_linear.yaml "$@" "${PROBE[@]}" --data.initial_pool_size="$pool" \
     --al.rounds=0 --trainer.default_root_dir="$WORK/probe/$name"
   touch "$WORK/probe/$name/done"
 }

@@ -9,6 +9,10 @@
     R > 1) as its 784 pixels, normalised with the source's mean and std, in a ``features``
     file; prints the number of training points left in the pool once ``train.py`` holds out
     its stratified validation split (``--data.val_fraction`` F), i.e. "all labels" for a probe.
+``trunk CHECKPOINT.ckpt OUT.pt``
+    the trunk's weights (``backbone.*``) of a pretraining checkpoint, as ``pretrain.py`` writes
+    them at the end of its fit: for a pretraining resumed from its last epoch's checkpoint,
+    whose fit ends at once without writing them.
 ``probe-table WORK OUT.md``
     the linear probes' test accuracy (``WORK/probe/*/**/rounds.csv``) as a markdown table.
 """
@@ -32,6 +36,7 @@ from al_lightning.data.sources.fashion_mnist import (
     read_idx,
 )
 from al_lightning.data.splits import stratified_split
+from al_lightning.io import atomic_torch_save
 
 #: What each probe folder under WORK/probe/ holds.
 PROBES = {
@@ -80,6 +85,14 @@ def pixels(data: str, out: Path, imbalance_ratio: float, val_fraction: float) ->
     return len(splits.train.targets) - held_out.numel()
 
 
+def trunk_weights(checkpoint: Path, out: Path) -> None:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    trunk = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if not trunk:
+        raise SystemExit(f"{checkpoint} holds no backbone.* weights: not a pretrain.py checkpoint")
+    atomic_torch_save(trunk, out)
+
+
 def last_row(folder: Path) -> dict[str, str]:
     files = sorted(folder.rglob("rounds.csv"))
     if not files:
@@ -119,12 +132,17 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--imbalance-ratio", type=float, default=1.0)
     p.add_argument("--val-fraction", type=float, default=0.1)
+    w = sub.add_parser("trunk")
+    w.add_argument("checkpoint", type=Path)
+    w.add_argument("out", type=Path)
     t = sub.add_parser("probe-table")
     t.add_argument("work", type=Path)
     t.add_argument("out", type=Path)
     args = parser.parse_args()
     if args.command == "slice":
         make_slice(args.src, args.dst, args.train, args.test)
+    elif args.command == "trunk":
+        trunk_weights(args.checkpoint, args.out)
     elif args.command == "pixels":
         print(pixels(args.data, args.out, args.imbalance_ratio, args.val_fraction))
     else:
