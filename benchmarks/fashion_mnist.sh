@@ -3,8 +3,8 @@
 # /usr/share/datasets/fashion-mnist), a SimCLR backbone pretrained on it, and the paper's
 # linear-evaluation protocol on the frozen trunk's cached features.
 #
-#   bash benchmarks/fashion_mnist.sh            # the full run: hours, with the machine to itself
-#   SLICE=1 bash benchmarks/fashion_mnist.sh    # a small slice of every stage: about a minute
+#   bash benchmarks/fashion_mnist.sh            # the full run: ~15 h or more (estimated), the machine to itself
+#   SLICE=1 bash benchmarks/fashion_mnist.sh    # a small slice of every stage: 2.5 min on a busy machine
 #
 # Stages; each is skipped when its output exists, so running the command again continues:
 # 1. Pretraining: pretrain.py with configs/ssl/fashion_mnist_simclr.yaml (ResNet-18, 12 epochs
