@@ -55,7 +55,7 @@ def test_ssl_configs_resolve_with_and_without_their_folder(tmp_path, monkeypatch
         assert resolve_config_args(["fit", "--config", name], ssl) == ["fit", "--config", str(SIMCLR)]
     # pretrain.py does not pick up train.py's configs
     with pytest.raises(
-        ConfigurationError, match=r"'demo.yaml' not found .* one of: cifar10_simclr.yaml, imagenet_mocov2.yaml"
+        ConfigurationError, match=r"'demo.yaml' not found .* one of: cifar10_simclr.yaml, fashion_mnist_simclr.yaml, imagenet_mocov2.yaml"
     ):
         resolve_config_args(["fit", "--config", "demo.yaml"], ssl)
 
