@@ -13,6 +13,7 @@ import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from al_lightning.config_files import PROJECT_CONFIGS, check_moved_options, print_config_flags, resolve_config_args
 from al_lightning.data import ActiveDataModule
@@ -214,6 +215,12 @@ def run_cli(cli_class: type[LightningCLI], args: Optional[list[str]] = None, con
             traceback.print_exception(err.__cause__)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except SIGTERMException:
+        # Lightning stops at the next step on SIGTERM (a scheduler's cancel, preemption or time
+        # limit) by raising SystemExit with no code, i.e. exit status 0: a sweep or a job script
+        # would take the run for finished. 143 is a shell's status for a process ended by SIGTERM.
+        print("error: stopped by SIGTERM before the experiment ended; the same command with --ckpt_path=last resumes it", file=sys.stderr)
+        sys.exit(143)
     finally:
         leave_process_group()
 

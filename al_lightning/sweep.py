@@ -34,12 +34,16 @@ from typing import Any, Optional, Sequence
 
 from al_lightning.config_files import PROJECT_CONFIGS, resolve_config_args
 from al_lightning.errors import ConfigurationError
+from al_lightning.grids import grid_named
+from al_lightning.io import atomic_write_text
 from al_lightning.run_files import ROUNDS_CSV, latest_last_checkpoint, read_rounds
 
 #: The marker a run gets once it has exited 0 with its records; its presence means "skip".
 MARKER = "finished.json"
 #: Every run's stdout and stderr, appended attempt after attempt.
 RUN_LOG = "run.log"
+#: In the sweep folder: the grid, config and overrides its runs share (a folder holds one sweep).
+SWEEP_FILE = "sweep.json"
 
 #: Configuration keys the sweep sets itself for every run → the sweep flag to use instead. The
 #: reports leave them out when they decide which runs are comparable (they are what a sweep varies).
@@ -72,15 +76,31 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, list[
     """
     parser = argparse.ArgumentParser(
         prog="python -m al_lightning.sweep",
-        description="Run train.py fit for every strategy x seed, one after another; "
+        description="Run train.py fit for every strategy x seed, here one after another or as SLURM jobs; "
         "unknown arguments are train.py overrides given to every run.",
         allow_abbrev=False,
     )
-    parser.add_argument("--config", "-c", required=True, help="train.py config (a path or a name in configs/)")
-    parser.add_argument("--strategies", required=True, help="comma-separated strategy names or class paths")
-    parser.add_argument("--seeds", required=True, help="comma-separated integers (--seed_everything)")
+    parser.add_argument("--grid", help="one of the paper's experiments (a1, b1, c1, c2, d, table1, table2): its config, strategies and seeds")
+    parser.add_argument("--config", "-c", help="train.py config (a path or a name in configs/); replaces the grid's")
+    parser.add_argument("--strategies", help="comma-separated strategy names or class paths; replaces the grid's")
+    parser.add_argument("--seeds", help="comma-separated integers (--seed_everything); replaces the grid's")
     parser.add_argument("--out", required=True, help="sweep folder: one run folder per cell inside")
     parser.add_argument("--print", action="store_true", dest="print_only", help="print the commands, run nothing")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="local: one run after another here; slurm: one job per run")
+    slurm = parser.add_argument_group("SLURM (--launcher slurm)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes per run (and --trainer.num_nodes)")
+    slurm.add_argument("--tasks-per-node", type=int, default=1, help="processes per node: a DDP run's --trainer.devices")
+    slurm.add_argument("--gpus-per-node", type=int)
+    slurm.add_argument("--cpus-per-task", type=int)
+    slurm.add_argument("--mem-gb", type=float, help="memory per node")
+    slurm.add_argument("--time-min", type=int, default=60, help="time limit per job; a job that reaches it is requeued and resumes")
+    slurm.add_argument("--account")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option, e.g. --sbatch qos=high (repeatable)")
+    slurm.add_argument("--setup", action="append", default=[], metavar="COMMAND", help="a shell line the job runs first, e.g. 'module load cuda' (repeatable)")
+    slurm.add_argument("--max-requeues", type=int, default=3, help="times a job that timed out is requeued")
+    slurm.add_argument("--wait", action="store_true", help="after submitting, wait until no run is queued or running and report")
+    slurm.add_argument("--poll-s", type=float, default=30.0, help=argparse.SUPPRESS)
     return parser.parse_known_args(argv)
 
 
@@ -221,9 +241,7 @@ def read_marker(run_dir: Path) -> Optional[dict[str, Any]]:
 
 def write_marker(run_dir: Path, marker: dict[str, Any]) -> None:
     """Atomically: a sweep killed while writing leaves no half marker that reads as finished."""
-    tmp = run_dir / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2) + "\n")
-    os.replace(tmp, run_dir / MARKER)
+    atomic_write_text(run_dir / MARKER, json.dumps(marker, indent=2) + "\n")
 
 
 def summary(log_dir: Optional[Path]) -> str:
@@ -327,19 +345,76 @@ def run_one(run: Cell, entry: list[str], args: list[str], rounds: int) -> tuple[
     )
 
 
+def grid_settings(options: argparse.Namespace) -> tuple[Optional[str], str, str, str]:
+    """The grid's name, config, strategies and seeds, each flag given replacing the grid's own."""
+    if options.grid is None:
+        missing = [f"--{k}" for k in ("config", "strategies", "seeds") if getattr(options, k) is None]
+        if missing:
+            raise ConfigurationError(f"give {', '.join(missing)}, or --grid NAME for one of the paper's experiments")
+        return None, options.config, options.strategies, options.seeds
+    grid = grid_named(options.grid)
+    return (
+        grid.name,
+        options.config or grid.config,
+        options.strategies or ",".join(grid.strategies),
+        options.seeds or ",".join(map(str, grid.seeds)),
+    )
+
+
+def check_folder(out: Path, record: dict[str, Any]) -> None:
+    """Refuse to mix grids in one folder: its ``sweep.json`` must match ``record`` (runs may be added).
+
+    Strategies and seeds may grow between invocations; the grid, config and overrides, which
+    every run shares, may not.
+    """
+    try:
+        earlier = json.loads((out / SWEEP_FILE).read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        raise ConfigurationError(f"{out / SWEEP_FILE} is not JSON; move it away or use another --out") from None
+    differences = [f"{key}: {earlier.get(key)!r} there, {record[key]!r} now" for key in record if earlier.get(key) != record[key]]
+    if differences:
+        raise ConfigurationError(
+            f"{out} holds a sweep with other settings ({'; '.join(differences)}); use another --out, or the same settings"
+        )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point: check everything, then print the commands or run the grid (exit 1 if a run failed)."""
+    """Entry point: check everything, then print the commands, run the grid here or submit it to
+    SLURM (exit 1 if a run failed)."""
     options, overrides = parse_args(argv)
     try:
         check_overrides(overrides)
-        seeds = parse_seeds(options.seeds)
+        grid, config_name, strategies_text, seeds_text = grid_settings(options)
+        seeds = parse_seeds(seeds_text)
         out = Path(os.path.abspath(options.out))
         if out.exists() and not out.is_dir():
             raise ConfigurationError(f"--out {options.out} is a file, not a folder")
-        config = resolve_config(options.config)
-        strategies = parse_strategies(options.strategies)
+        config = resolve_config(config_name)
+        strategies = parse_strategies(strategies_text)
         runs = [Cell(s, k, out / f"{s}-seed{k}") for s in strategies for k in seeds]
         settings = validate(run_args(config, runs[0], overrides), runs[0])
+        record = {"grid": grid, "config": config, "overrides": overrides}
+        check_folder(out, record)
+        if options.launcher == "slurm" and not options.print_only:
+            from al_lightning import sweep_slurm  # imports submitit: only for SLURM sweeps
+
+            resources = sweep_slurm.Resources(
+                partition=options.partition,
+                nodes=options.nodes,
+                tasks_per_node=options.tasks_per_node,
+                gpus_per_node=options.gpus_per_node,
+                cpus_per_task=options.cpus_per_task,
+                mem_gb=options.mem_gb,
+                time_min=options.time_min,
+                account=options.account,
+                sbatch=parse_sbatch(options.sbatch),
+                setup=options.setup,
+                max_requeues=options.max_requeues,
+            )
+            sweep_slurm.check_processes(resources, settings["trainer"])
+            sweep_slurm.check_slurm()
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -348,7 +423,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for run in runs:
             print(shlex.join([*entry, *run_args(config, run, overrides)]))
         return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
     rounds = int(settings["al"]["rounds"])
+    if options.launcher == "slurm":
+        print(f"[sweep] {len(runs)} runs in {out}, one SLURM job each", flush=True)
+        sys.exit(
+            sweep_slurm.launch(
+                runs, entry, lambda run: run_args(config, run, overrides), rounds, resources, out.name, options.wait, options.poll_s
+            )
+        )
     print(f"[sweep] {len(runs)} runs in {out}, each logging to <run>/{RUN_LOG}", flush=True)
     failed = []
     for i, run in enumerate(runs, 1):
@@ -367,6 +451,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         )
         sys.exit(1)
     print(f"[sweep] all {len(runs)} runs finished", flush=True)
+
+
+def parse_sbatch(items: list[str]) -> dict[str, str]:
+    """``--sbatch KEY=VALUE`` options as submitit's ``additional_parameters``."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--sbatch takes KEY=VALUE (an sbatch option without its dashes), got {item!r}")
+        options[key.strip().lstrip("-")] = value
+    return options
 
 
 if __name__ == "__main__":

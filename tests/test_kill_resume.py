@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 COMMAND = MARGIN_RUN
 
 
-def run_until(cwd, extra: list[str], trigger: str, delay: float = 0.0) -> str:
-    """Start the run; SIGKILL it ``delay`` seconds after a line containing ``trigger``. Its output so far."""
+def run_until(cwd, extra: list[str], trigger: str, delay: float = 0.0, sig: signal.Signals = signal.SIGKILL) -> str:
+    """Start the run; send it ``sig`` ``delay`` seconds after a line containing ``trigger``. Its output."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *COMMAND, *extra],
@@ -32,13 +32,15 @@ def run_until(cwd, extra: list[str], trigger: str, delay: float = 0.0) -> str:
             seen.append(line)
             if trigger in line:
                 time.sleep(delay)
-                process.send_signal(signal.SIGKILL)
+                process.send_signal(sig)
                 break
+        seen.extend(process.stderr)  # what a run that handles the signal says before it exits
         process.wait(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == -signal.SIGKILL, f"the run ended before '{trigger}':\n{''.join(seen)[-3000:]}"
+    expected = -signal.SIGKILL if sig == signal.SIGKILL else 128 + sig
+    assert process.returncode == expected, f"exit {process.returncode} after '{trigger}':\n{''.join(seen)[-3000:]}"
     return "".join(seen)
 
 
@@ -67,3 +69,17 @@ def test_a_run_killed_again_and_again_ends_with_the_uninterrupted_runs_pool(cli,
     assert table(run, "pool.csv", ("index", "round", "label")) == table(reference_run, "pool.csv", ("index", "round", "label"))
     rounds = ("round", "num_labeled", "num_queried", "test_acc_top1")
     assert table(run, "rounds.csv", rounds) == table(reference_run, "rounds.csv", rounds)
+
+
+def test_a_run_stopped_by_sigterm_exits_143_and_resumes_to_the_uninterrupted_runs_pool(cli, tmp_path, tmp_path_factory):
+    """SIGTERM (scancel, preemption, a time limit) is not a finished run: Lightning stops with
+    exit status 0, train.py turns that into 143 so that sweeps and job scripts resume it."""
+    reference_run = finished_run(COMMAND, tmp_path_factory)
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    said = run_until(stopped, [], trigger="[al] round 1: training on", sig=signal.SIGTERM)
+    assert "error: stopped by SIGTERM before the experiment ended" in said, said[-2000:]
+    resumed = cli([*COMMAND, "--ckpt_path=last"], cwd=stopped)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run,) = log_dirs(stopped)
+    assert read_csv(run / "pool.csv") == read_csv(reference_run / "pool.csv")

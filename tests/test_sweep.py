@@ -74,7 +74,9 @@ def grid(tmp_path_factory):
 def test_sweep_runs_every_cell_with_its_own_strategy_and_seed(grid):
     out, stdout = grid
     names = [f"{s}-seed{SEED}" for s in STRATEGIES]
-    assert sorted(p.name for p in out.iterdir()) == names
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
+    # What every run shares, for refusing another grid in this folder.
+    assert json.loads((out / "sweep.json").read_text()) == {"grid": None, "config": str(REPO / "configs" / "demo.yaml"), "overrides": TINY}
     for i, (strategy, name) in enumerate(zip(STRATEGIES, names), 1):
         run = out / name
         assert f"[sweep] {i}/2 {name}: started, finished in " in stdout
@@ -173,6 +175,9 @@ def test_print_gives_one_command_per_cell_and_runs_nothing(tmp_path):
         ({"--seeds": "1,1"}, [], "--seeds lists 1 more than once"),
         ({"--config": "nosuch.yaml"}, [], "config file 'nosuch.yaml' not found"),
         ({"--out": None}, [], "the following arguments are required: --out"),
+        ({"--config": None}, [], "give --config, or --grid NAME for one of the paper's experiments"),
+        ({"--grid": "e3"}, [], "unknown grid 'e3'; choose from: a1, b1, c1, c2, d, table1, table2"),
+        ({"--sbatch": "qos"}, ["--launcher", "slurm"], "--sbatch takes KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_2_before_any_run(tmp_path, monkeypatch, flags, overrides, message):
@@ -185,7 +190,7 @@ def test_bad_input_exits_2_before_any_run(tmp_path, monkeypatch, flags, override
         **flags,
     }
     argv = [x for flag, value in given.items() if value is not None for x in (flag, value)]
-    code, stdout, stderr = call_sweep(*argv, *TINY, *overrides)
+    code, stdout, stderr = call_sweep(*argv, *overrides, *TINY)
     assert code == 2
     assert message in stderr
     assert "Traceback" not in stderr and not (tmp_path / "out").exists()
@@ -249,3 +254,46 @@ def test_run_done_but_without_marker_is_not_run_again(tmp_path, monkeypatch):
     assert code == 0, stderr
     assert "[sweep] 1/1 base-seed0: skipped: all rounds were done (marker written now); round 1, 40 labels" in stdout
     assert json.loads((version.parents[1] / "finished.json").read_text())["log_dir"] == str(version)
+
+
+@pytest.mark.parametrize(
+    "grid, config, strategies, seeds",
+    [
+        # Figure 2 (C-I, C-II) leaves out coreset, BADGE and the balancing sampler (Section 5).
+        ("c2", "imagenet_c2.yaml", ["random", "balanced_random", "partitioned_coreset", "partitioned_badge", "confidence",
+                                    "margin", "vaal", "mase", "base"], [0, 1, 2]),
+        ("A-I", "cifar10_a1.yaml", ["random", "balanced_random", "coreset", "partitioned_coreset", "badge",
+                                    "partitioned_badge", "confidence", "margin", "vaal", "balancing", "mase", "base"],
+         [0, 1, 2, 3, 4]),  # Figure 5: 5 runs
+        ("Table 2", "imagenet_esvit_table2.yaml", ["base", "random"], [0]),
+    ],
+)  # fmt: skip
+def test_a_paper_grid_by_name_expands_to_its_config_strategies_and_seeds(tmp_path, grid, config, strategies, seeds):
+    code, stdout, stderr = call_sweep("--grid", grid, "--out", str(tmp_path / "g"), "--print")
+    assert code == 0, stderr
+    commands = [shlex.split(line) for line in stdout.splitlines()]
+    assert [(c[c.index("--config") + 1]) for c in commands] == [str(REPO / "configs" / config)] * len(commands)
+    picked = [(next(a.split("=")[1] for a in c if a.startswith("--al.strategy=")),
+               int(next(a.split("=")[1] for a in c if a.startswith("--seed_everything=")))) for c in commands]  # fmt: skip
+    assert picked == [(s, k) for s in strategies for k in seeds]
+
+
+def test_a_grid_is_overridable_like_any_sweep(tmp_path):
+    code, stdout, stderr = call_sweep(
+        "--grid", "b1", "--strategies", "base,random", "--seeds", "7", "--out", str(tmp_path / "g"), "--al.budget=500", "--print"
+    )
+    assert code == 0, stderr
+    commands = [shlex.split(line) for line in stdout.splitlines()]
+    assert len(commands) == 2 and all(c[-1] == "--al.budget=500" and "--seed_everything=7" in c for c in commands)
+    assert str(REPO / "configs" / "cifar10_lt_b1.yaml") in commands[0]
+
+
+def test_a_folder_of_another_sweep_is_refused_with_the_difference(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "execute", lambda *a: pytest.fail("a run started"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"grid": "c2", "config": str(REPO / "configs" / "imagenet_c2.yaml"), "overrides": []}))
+    code, _, stderr = call_sweep("--config", "demo.yaml", "--strategies", "base", "--seeds", "0", "--out", str(out), *TINY)
+    assert code == 2
+    assert f"error: {out} holds a sweep with other settings (grid: 'c2' there, None now; config: " in stderr
+    assert "use another --out, or the same settings" in stderr
