@@ -1,17 +1,20 @@
-"""A grid of experiments, one after another: ``python -m al_lightning.sweep``.
+"""A grid of experiments, here one after another or as SLURM jobs: ``python -m al_lightning.sweep``.
 
 ::
 
     python -m al_lightning.sweep --config demo.yaml --strategies base,margin,random --seeds 0,1,2 \\
         --out sweeps/demo [any train.py override, e.g. --al.budget=100]
+    python -m al_lightning.sweep --grid c2 --out sweeps/c2 --launcher slurm --tasks-per-node 8 ...
 
 Every (strategy, seed) cell is one ``train.py fit`` run in a subprocess, in its own folder
 ``OUT/<strategy>-seed<seed>/`` (``--trainer.default_root_dir``), its output in ``run.log``
 there. A run that exits 0 with its records gets ``finished.json`` and is skipped when the sweep
 runs again; one without it is run with ``--ckpt_path=last``, the CLI's own resume: it continues
 in its own log directory from the start of the round it was in, or starts when it has no
-checkpoint yet. ``--print`` prints the commands (for a cluster scheduler) and runs nothing. The
-arguments are checked once with the CLI's own parser before anything runs.
+checkpoint yet. ``--print`` prints the commands and runs nothing; ``--launcher slurm`` submits
+each run as a job (:mod:`al_lightning.sweep_slurm`); ``--grid`` names one of the paper's
+experiments (:mod:`al_lightning.grids`). The arguments are checked once with the CLI's own
+parser before anything runs.
 """
 
 from __future__ import annotations

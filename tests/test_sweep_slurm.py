@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from al_lightning.report.command import main as report_main
 from tests.conftest import REPO, read_csv
 from tests.slurm_cluster import missing_programs, one_node_slurm
 
@@ -126,6 +127,11 @@ def test_slurm_sweep_gives_the_local_pools_resubmits_a_cancelled_run_and_requeue
 
     status = sweep(slurm, *grid, "--out", str(out), "--launcher", "slurm")
     assert status.returncode == 0 and "submitted" not in status.stdout and status.stdout.count(" finished, in ") == 4, status.stdout
+
+    # Collecting: the report reads the SLURM sweep's folder as a local one (4 runs, 2 strategies).
+    assert report_main([str(out), "--out", str(tmp_path / "report")]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "base" in summary and "margin" in summary and "(n=2)" in summary
 
 
 def test_a_two_task_ddp_job_selects_the_one_process_pool(slurm, features, tmp_path):
