@@ -20,6 +20,7 @@ import getpass
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -170,14 +171,17 @@ def read_job(run: Cell) -> Optional[dict[str, Any]]:
 
 
 def job_error(run: Cell, job_id: str) -> Optional[str]:
-    """The first line of the error a job's task 0 ended with, from submitit's result file."""
+    """The first line of the error a job's task 0 ended with (submitit keeps its traceback)."""
     paths = submitit.core.utils.JobPaths(run.dir / JOBS_FOLDER, job_id=job_id, task_id=0)
-    with contextlib.suppress(Exception):
+    try:
         outcome, value = submitit.core.utils.pickle_load(paths.result_pickle)
-        if outcome == "error":
-            lines = [line for line in str(value).strip().splitlines() if line.strip()]
-            return lines[-1] if lines else "an error"
-    return None
+    except Exception:  # no result: the job was killed, or has not written it
+        return None
+    if outcome != "error":
+        return None
+    lines = [line for line in str(value).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Interrupt): ", line)]
+    return (raised or lines or ["an error"])[0].split(": ", 1)[-1]
 
 
 def attempts_of(run: Cell) -> int:

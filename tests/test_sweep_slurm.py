@@ -176,6 +176,13 @@ def test_bad_slurm_input_is_one_line_before_anything_is_submitted(slurm, feature
     assert all("Node count specification invalid" in line for line in refusals), refusals
     assert not list((tmp_path / "d").glob("*/slurm_job.json"))
 
+    # A run that fails in its job (a data file that is not there): failed, with the run's own error.
+    done = sweep(slurm, "--strategies", "margin", *grid[2:], "--out", str(tmp_path / "e"), "--data.path=/nonexistent/features.pt", "--wait", "--poll-s", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("[sweep] 1/1 margin-seed0: job ") and " failed, " in line]
+    assert "started, FAILED (exit code 2)" in line, line
+    assert "/nonexistent/features.pt" in (tmp_path / "e" / "margin-seed0" / "run.log").read_text()
+
     # A sweep folder made by another grid.
     other = sweep(slurm, *grid, "--out", str(tmp_path / "d"), "--al.budget=10", "--nodes", "2", "--trainer.num_nodes=2")
     assert other.returncode == 2 and "holds a sweep with other settings (overrides:" in other.stderr, other.stderr
