@@ -303,6 +303,11 @@ def completed_earlier(run_dir: Path, rounds: int) -> Optional[Path]:
     return versions[-1] if rows and int(rows[-1]["round"]) >= rounds else None
 
 
+def resume_command(entry: list[str], args: list[str]) -> list[str]:
+    """A run's command: it continues from its last round checkpoint, or starts when it has none."""
+    return [*entry, *args, "--ckpt_path=last"]
+
+
 def run_one(run: Cell, entry: list[str], args: list[str], rounds: int) -> tuple[bool, str]:
     """Skip, resume or start one run; whether it finished, and its progress text."""
     marker = read_marker(run.dir)
@@ -321,7 +326,7 @@ def run_one(run: Cell, entry: list[str], args: list[str], rounds: int) -> tuple[
         return True, f"skipped: all rounds were done (marker written now); {summary(log_dir)}"
     resumed_from = latest_last_checkpoint(run.dir / "lightning_logs")
     how = "started" if resumed_from is None else f"resumed from {resumed_from.parent.parent.name}"
-    command = [*entry, *args, "--ckpt_path=last"]
+    command = resume_command(entry, args)
     started = time.perf_counter()
     code = execute(command, run.dir / RUN_LOG)
     seconds = time.perf_counter() - started

@@ -28,13 +28,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import submitit
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.io import atomic_write_text
-from al_lightning.sweep import RUN_LOG, Cell, completed_earlier, execute, read_marker, run_one, summary
+from al_lightning.sweep import RUN_LOG, Cell, completed_earlier, execute, read_marker, resume_command, run_one, summary
 
 #: In a run's folder: the id of its latest job.
 JOB_FILE = "slurm_job.json"
@@ -105,7 +105,7 @@ class RunJob(submitit.helpers.Checkpointable):
             return text
         if read_marker(run.dir) is not None or completed_earlier(run.dir, rounds) is not None:
             return "finished earlier"
-        code = execute([*entry, *args, "--ckpt_path=last"], run.dir / f"run.rank{rank}.log")
+        code = execute(resume_command(entry, args), run.dir / f"run.rank{rank}.log")
         if code != 0:
             raise RuntimeError(f"{run.name}: rank {rank} exited with code {code}; see {run.dir / f'run.rank{rank}.log'}")
         return "finished"
@@ -237,7 +237,7 @@ def submit(run: Cell, entry: list[str], args: list[str], rounds: int, resources:
 def launch(
     runs: list[Cell],
     entry: list[str],
-    args_of,
+    args_of: Callable[[Cell], list[str]],
     rounds: int,
     resources: Resources,
     sweep_name: str,

@@ -74,6 +74,20 @@ def write_random_features(path: Path, train: int, test: int, num_classes: int, d
     )
 
 
+def write_gaussian_features(path: Path, train: int, test: int) -> Path:
+    """A ``features`` file of 4 separated Gaussian classes in 16 dimensions (seed 0), classes in turn."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=generator) * 2
+
+    def points(n):
+        targets = torch.arange(n) % 4
+        return centres[targets] + torch.randn(n, 16, generator=generator), targets
+
+    (train_x, train_y), (test_x, test_y) = points(train), points(test)
+    torch.save({"train_features": train_x, "train_targets": train_y, "test_features": test_x, "test_targets": test_y}, path)
+    return path
+
+
 def write_colour_photos(root: Path, count: int = 24) -> dict[str, str]:
     """A team's folder of unlabeled photos: noisy 12-px PNGs, red or green, in three sub-folders
     that are not classes, with a ``test/<colour>/`` folder beside. Returns each photo's path

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.conftest import TINY_RUN, log_dirs, read_csv
+from tests.standins import write_gaussian_features
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -58,16 +58,7 @@ def test_training_on_two_ranks_follows_one_rank(cli, tmp_path):
     On embeddings (no random augmentation, which each rank draws from its own stream, and
     no BatchNorm, whose statistics are per rank) with a global batch of 16, 8 per rank.
     """
-    generator = torch.Generator().manual_seed(0)
-    centres = torch.randn(4, 16, generator=generator) * 2
-
-    def points(n):
-        targets = torch.arange(n) % 4
-        return centres[targets] + torch.randn(n, 16, generator=generator), targets
-
-    (train, train_targets), (test, test_targets) = points(400), points(200)
-    features = tmp_path / "features.pt"
-    torch.save({"train_features": train, "train_targets": train_targets, "test_features": test, "test_targets": test_targets}, features)
+    features = write_gaussian_features(tmp_path / "features.pt", train=400, test=200)
     args = [
         "--data.dataset=features", f"--data.path={features}", "--model.backbone=identity", "--model.lr=0.05",
         "--data.initial_pool_size=50", "--al.strategy=margin", "--al.rounds=1", "--al.max_epochs=4",

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from al_lightning.report.command import main as report_main
 from tests.conftest import REPO, read_csv
 from tests.slurm_cluster import missing_programs, one_node_slurm
+from tests.standins import write_gaussian_features
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -49,17 +49,7 @@ def slurm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def features(tmp_path_factory) -> Path:
     """400 training and 100 test points of 4 Gaussian classes in 16 dimensions."""
-    g = torch.Generator().manual_seed(0)
-    centres = torch.randn(4, 16, generator=g) * 2
-
-    def points(n):
-        y = torch.arange(n) % 4
-        return centres[y] + torch.randn(n, 16, generator=g), y
-
-    (train, train_targets), (test, test_targets) = points(400), points(100)
-    path = tmp_path_factory.mktemp("features") / "features.pt"
-    torch.save({"train_features": train, "train_targets": train_targets, "test_features": test, "test_targets": test_targets}, path)
-    return path
+    return write_gaussian_features(tmp_path_factory.mktemp("features") / "features.pt", train=400, test=100)
 
 
 def sweep(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
