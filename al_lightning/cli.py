@@ -34,6 +34,7 @@ MOVED_OPTIONS = {
     **{f"data.{option}": f"data.dataset_args.{option}" for option in ("download", "imbalance_ratio", "split_dir", "skip_corrupt", "classes", "test_path", "val_path")},
     "al.labelstudio_url": "al.oracle_args.url",
     "al.labelstudio_project": "al.oracle_args.project",
+    "al.oracle_args.image_url": "al.oracle_args.images",
 }
 
 #: Each plug-in kind: the key naming it, the key of its options, and its registry (``--print_config`` shows them all).

@@ -42,11 +42,14 @@ RUN_JSON = "run.json"
 #: Columns of rounds.csv, one row per training round. ``test_acc_top5`` is empty with five
 #: classes or fewer (it would always be 1.0), and the test columns are empty without a test split.
 #: ``queried_by``: the strategy whose query added the round's new labels (``initial_pool``: they
-#: came with the data); files written before it existed lack the column.
+#: came with the data); files written before it existed lack the column. ``num_queried``: the
+#: round's new labels; ``num_asked``: how many the query asked for (more when people left some
+#: unanswered in a partial round, ``min_answered`` < 1; empty for round 0).
 ROUND_COLUMNS = (
     "round",
     "num_labeled",
     "num_queried",
+    "num_asked",
     "queried_by",
     "num_scored",
     "test_acc_top1",

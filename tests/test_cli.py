@@ -127,6 +127,7 @@ def test_print_config_shows_every_namespace(cli, tmp_path):
         # Options that moved under their plug-in's name: the old spelling names the new one.
         ("--data.imbalance_ratio=3", "data.imbalance_ratio has moved: it is now data.dataset_args.imbalance_ratio"),
         ("--al.labelstudio_url=http://localhost:8080", "al.labelstudio_url has moved: it is now al.oracle_args.url"),
+        ("--al.oracle_args.image_url=s3://b/{path}", "al.oracle_args.image_url has moved: it is now al.oracle_args.images"),
     ],
 )
 def test_bad_input_is_one_clear_line(cli, tmp_path, override, message):

@@ -246,4 +246,7 @@ def test_print_config_shows_every_option_of_the_chosen_plugins(cli, tmp_path):
     config = yaml.safe_load(result.stdout)
     assert config["data"]["dataset_args"] == {"num_classes": 10, "train_size": 64, "test_size": 128}
     assert config["al"]["strategy_args"] == {"partitions": 3, "pooled_dim": 512, "labeled_centres": True, "pooled_rows": 16}
-    assert config["al"]["oracle_args"] == {"url": None, "project": None, "api_key": None, "image_url": None, "timeout": 60.0}
+    assert config["al"]["oracle_args"] == {
+        "url": None, "project": None, "api_key": None, "images": "inline", "annotators": None,
+        "agreement": "majority", "min_answered": 1.0, "timeout": 60.0,
+    }  # fmt: skip

@@ -6,11 +6,15 @@ project) answers later: :meth:`Oracle.request` hands the query over, :meth:`Orac
 returns the labels once they exist (``None`` while they do not), and the run pauses in between.
 Whatever the source of the answers, they pass through :func:`match_labels`, which refuses a
 bad answer as a whole and names every problem, so nothing is half-applied.
+
+A round may also end partly answered (``min_answered`` of the human oracles): ``collect`` then
+returns -1 for the items nobody labeled, and those go back to the unlabeled pool.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Optional, Sequence, TypeVar
 
@@ -37,6 +41,7 @@ class Query:
         class_names: the classes, by id.
         strategy: the strategy's name.
         image_files: (b,) absolute path of each point's image file, where it has one.
+        run: the run that asked (its log folder), for labeling tools' model versions.
     """
 
     round: int
@@ -48,6 +53,7 @@ class Query:
     class_names: list[str]
     strategy: str
     image_files: list[Optional[str]] = field(default_factory=list)
+    run: str = ""
 
     def __len__(self) -> int:
         return self.indices.numel()
@@ -83,12 +89,13 @@ class LabelsError(ConfigurationError):
         return type(self), (self.source, self.problems, self.fix)
 
 
-def match_labels(query: Query, rows: Sequence[LabelRow], source: str, fix: str) -> Tensor:
+def match_labels(query: Query, rows: Sequence[LabelRow], source: str, fix: str, *, allow_missing: bool = False) -> Tensor:
     """(b,) class ids for ``query.indices`` from ``rows``; every row checked, all problems reported.
 
     A row names its item by id (path) or by index, and its class by name or by id. Refused:
     an unknown item, an item that was not queried this round, an unknown class, a second row
-    for the same item, and a queried item with no row.
+    for the same item, and (unless ``allow_missing``: a partial round) a queried item with no
+    row; with ``allow_missing`` such an item gets -1.
 
     Raises:
         LabelsError: with one line per problem, naming the row.
@@ -118,11 +125,26 @@ def match_labels(query: Query, rows: Sequence[LabelRow], source: str, fix: str) 
         else:
             problems.append(f"{row.line}: unknown class '{label}' for '{item}'; classes: {_first(query.class_names)}")
     missing = [query.item_ids[p] for p in range(len(query)) if p not in seen]
-    if missing:
+    if missing and not allow_missing:
         problems.append(f"no row for {len(missing)} queried item(s): {_first(missing)}")
     if problems:
         raise LabelsError(source, problems, fix)
     return labels
+
+
+def check_min_answered(min_answered: float, oracle: str) -> float:
+    """``min_answered`` if it is a fraction in (0, 1], else a one-line error naming the option."""
+    if not 0 < min_answered <= 1:
+        raise ConfigurationError(
+            f"--al.oracle_args.min_answered={min_answered} is outside (0, 1]: the fraction of a round's queries that must be "
+            f"labeled before the {oracle} oracle goes on (1: all of them; 0.9: once 90% are)"
+        )
+    return float(min_answered)
+
+
+def required_answers(asked: int, min_answered: float) -> int:
+    """How many of ``asked`` queries must be answered: ``ceil(min_answered * asked)``, at least 1 where asked."""
+    return min(asked, max(1, math.ceil(round(min_answered * asked, 9)))) if asked else 0
 
 
 def _first(names: Sequence[str], n: int = 8) -> str:
@@ -154,6 +176,9 @@ class Oracle(abc.ABC):
     @abc.abstractmethod
     def collect(self, query: Query) -> Optional[Tensor]:
         """(b,) class ids for ``query.indices``, or ``None`` while the answers are not there.
+
+        An oracle that lets a round end partly answered (``min_answered`` < 1) gives -1 for the
+        items without a label; the run labels the others and the rest go back to the pool.
 
         Raises:
             LabelsError: answers exist but are wrong (checked with :func:`match_labels`).

@@ -8,7 +8,9 @@ Layout under ``label_dir``::
     labels/round_K.json               or: a Label Studio JSON export of those tasks
 
 The run pauses after writing the queries; the same command run again reads the labels,
-checks every row (:func:`~al_lightning.oracles.base.match_labels`) and goes on.
+checks every row (:func:`~al_lightning.oracles.base.match_labels`) and goes on. With
+``--al.oracle_args.min_answered=F`` < 1 the labels file may leave items out (or their label
+empty), as long as at least a fraction F of the round is labeled; the rest go back to the pool.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
 from al_lightning.io import atomic_write_text
-from al_lightning.oracles.base import LabelRow, LabelsError, Oracle, Query, match_labels, register_oracle
+from al_lightning.oracles.base import (
+    LabelRow,
+    LabelsError,
+    Oracle,
+    Query,
+    check_min_answered,
+    match_labels,
+    register_oracle,
+    required_answers,
+)
 from al_lightning.run_files import query_file
 
 #: Columns of ``queries/round_K.csv``: ``rank`` is the selection order (1 first), ``predicted``
@@ -52,11 +63,12 @@ def write_query_csv(path: str | Path, query: Query) -> Path:
     return Path(path)
 
 
-def read_labels_csv(path: Path) -> list[LabelRow]:
+def read_labels_csv(path: Path, allow_empty: bool = False) -> list[LabelRow]:
     """Rows of a labels CSV: a ``label`` column and a ``path`` or ``index`` column (others ignored).
 
     So ``queries/round_K.csv`` with a ``label`` column filled in is a valid labels file too.
-    Line numbers count the header as line 1. An empty label is reported as such.
+    Line numbers count the header as line 1. An empty label is reported as such, or, with
+    ``allow_empty`` (a partial round), its row left out: that item was not answered.
     """
     text = path.read_text(encoding="utf-8-sig")  # spreadsheets often save a byte-order mark
     reader = csv.reader(io.StringIO(text))
@@ -75,6 +87,8 @@ def read_labels_csv(path: Path) -> list[LabelRow]:
             continue  # blank lines, as spreadsheets leave them at the end
         cells = row + [""] * (len(header) - len(row))
         if not cells[label_column].strip():
+            if allow_empty:
+                continue
             empty.append(f"{line}: no label for '{cells[item_column].strip()}'")
             continue
         rows.append(LabelRow(line, cells[item_column], cells[label_column]))
@@ -89,10 +103,13 @@ class FileOracle(Oracle):
 
     Args:
         label_dir: the folder shared with the annotators.
+        min_answered: the fraction of the round's queries the labels file must label (0 < F <= 1);
+            below 1 the file may leave items out, and those go back to the unlabeled pool.
     """
 
-    def __init__(self, label_dir: str | Path) -> None:
+    def __init__(self, label_dir: str | Path, min_answered: float = 1.0) -> None:
         self.label_dir = Path(label_dir).expanduser().absolute()
+        self.min_answered = check_min_answered(min_answered, "file")
 
     def query_file(self, round: int) -> Path:
         return query_file(self.label_dir, round)
@@ -121,13 +138,23 @@ class FileOracle(Oracle):
         csv_file, json_file = self.labels_files(query.round)
         if csv_file.exists() and json_file.exists():
             raise ConfigurationError(f"both {csv_file} and {json_file} exist; keep the one with round {query.round}'s labels")
+        partial = self.min_answered < 1
         if csv_file.exists():
-            rows, source = read_labels_csv(csv_file), str(csv_file)
+            rows, source = read_labels_csv(csv_file, allow_empty=partial), str(csv_file)
         elif json_file.exists():
             rows, source = labelstudio_export_rows(json_file, round=query.round), str(json_file)
         else:
             return None
-        return match_labels(query, rows, source, fix=f"fix {Path(source).name} and run the same command again")
+        fix = f"fix {Path(source).name} and run the same command again"
+        labels = match_labels(query, rows, source, fix, allow_missing=partial)
+        answered, needed = int((labels >= 0).sum()), required_answers(len(query), self.min_answered)
+        if answered < needed:
+            raise LabelsError(
+                source,
+                [f"labels for {answered} of the {len(query)} queried items; --al.oracle_args.min_answered={self.min_answered:g} needs {needed}"],
+                f"label at least {needed - answered} more and run the same command again",
+            )
+        return labels
 
     def waiting_message(self, query: Query) -> str:
         csv_file, json_file = self.labels_files(query.round)

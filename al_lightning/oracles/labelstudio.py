@@ -23,23 +23,37 @@ needed: ``pip install 'al_lightning[labelstudio]'``).
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import mimetypes
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Literal, Optional, Sequence
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from torch import Tensor
 
 from al_lightning.errors import ConfigurationError
-from al_lightning.oracles.base import LabelRow, Oracle, Query, match_labels, register_oracle
+from al_lightning.io import atomic_write_text
+from al_lightning.oracles.base import (
+    LabelRow,
+    Oracle,
+    Query,
+    check_min_answered,
+    match_labels,
+    register_oracle,
+    required_answers,
+)
 
 API_KEY_VARIABLE = "LABEL_STUDIO_API_KEY"
+#: The server's setting of where local files may be served from (read here too for ``images=local_files``).
+_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 INSTALL_HINT = "pip install 'al_lightning[labelstudio]'"
 #: The label of an annotation that chose nothing (``match_labels`` then names its task).
 NO_CHOICE = "(no choice)"
@@ -155,24 +169,39 @@ def _tasks(
     query: Query, positions: Iterable[int], image_url: Optional[str], from_name: str, to_name: str, image_key: str
 ) -> list[dict[str, Any]]:
     scores = (query.scores if query.scores is not None else query.confidence).tolist()
+    model_version = f"{query.run or 'al_lightning'} round {query.round}"
     tasks = []
     for p in positions:
         index, item_id, score = int(query.indices[p]), query.item_ids[p], float(scores[p])
         if image_url is not None:
-            image = image_url.format(path=item_id, index=index)
+            image = image_reference(image_url, item_id, index)
         else:
             file = query.image_files[p] if p < len(query.image_files) else None
             image = _data_url(file, item_id) if file else ""
-        choice = {"choices": [query.class_names[int(query.predicted[p])]]}
+        predicted = int(query.predicted[p])
+        choice = {"choices": [query.class_names[predicted]]}
         tasks.append({
             "data": {image_key: image, "index": index, "path": item_id, "round": query.round, "rank": p + 1, "score": score},
+            # The item again, apart from the (maybe inlined) image: polls read only this.
+            "meta": {"index": index, "path": item_id, "round": query.round},
             "predictions": [{
-                "model_version": f"al_lightning round {query.round}",
+                "model_version": model_version,
                 "score": score,
                 "result": [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": choice}],
-            }],
+            }] if predicted >= 0 else [],  # -1: the image was skipped as unreadable, no guess
         })
     return tasks
+
+
+def image_reference(template: str, item_id: str, index: int) -> str:
+    """``template`` with ``{path}`` (the item id) and ``{index}`` filled in.
+
+    In a web address (``http(s)://``, or a path on the server such as ``/data/local-files/?d=``)
+    the item id is percent-encoded (``/`` kept), as a browser needs it; a storage URI
+    (``s3://``, ``gs://``) keeps it as the object's key.
+    """
+    web = template.startswith(("http://", "https://", "/"))
+    return template.format(path=quote(item_id) if web else item_id, index=index)
 
 
 def _data_url(file: str, item_id: str) -> str:
@@ -217,6 +246,64 @@ class _Project:
     to_name: str
     image_key: str
     choices: tuple[str, ...]
+    #: Annotations each task needs (the project's "annotations per task", its overlap).
+    annotators: int
+
+
+@dataclass(frozen=True)
+class ItemAnswers:
+    """One task of a round: its item and each annotator's answer (their latest finished annotation).
+
+    ``label`` is decided by the agreement policy (see :func:`decide_label`); ``status`` is
+    ``labeled``, ``waiting`` (fewer answers than the project asks for), ``skipped`` (no answer,
+    only skips) or ``disagreement``.
+    """
+
+    task: int
+    index: int
+    path: str
+    answers: tuple[tuple[str, str], ...]
+    label: Optional[str]
+    status: str
+
+    @property
+    def agreement(self) -> Optional[float]:
+        """The share of the answers that agree with the most common one."""
+        if not self.answers:
+            return None
+        return Counter(label for _, label in self.answers).most_common(1)[0][1] / len(self.answers)
+
+
+#: ``agreement`` of the Label Studio oracle: how several annotators' answers make one label.
+AGREEMENT_POLICIES = ("majority", "unanimous")
+#: Columns of ``label_dir/answers/round_K.csv``: every task of the round and its annotators' answers.
+ANSWER_COLUMNS = ("index", "path", "task", "status", "label", "agreement", "answers")
+
+
+def decide_label(answers: Sequence[str], required: int, policy: str) -> tuple[Optional[str], str]:
+    """(label, status) of one item from its annotators' answers.
+
+    ``waiting`` until ``required`` annotators answered; then ``majority`` takes the answer of more
+    than half of them and ``unanimous`` needs all to agree; otherwise (a tie, a split) it is a
+    ``disagreement``, left pending for people to resolve, never settled by a guess.
+    """
+    if not answers or len(answers) < required:
+        return None, "waiting"
+    label, votes = Counter(answers).most_common(1)[0]
+    agreed = votes == len(answers) if policy == "unanimous" else 2 * votes > len(answers)
+    return (label, "labeled") if agreed else (None, "disagreement")
+
+
+def answers_csv(items: Sequence[ItemAnswers]) -> str:
+    """The rows of ``answers/round_K.csv``: per task its status, label, agreement and ``annotator:answer; ...``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(ANSWER_COLUMNS)
+    for item in sorted(items, key=lambda i: i.task):
+        answers = "; ".join(f"{who}:{label}" for who, label in item.answers)
+        agreement = "" if item.agreement is None else f"{item.agreement:.3g}"
+        writer.writerow([item.index, item.path, item.task, item.status, item.label or "", agreement, answers])
+    return buffer.getvalue()
 
 
 @register_oracle("labelstudio")
@@ -227,29 +314,50 @@ class LabelStudioOracle(Oracle):
     created at the first :meth:`request`, with an Image and a Choices tag (one choice per class);
     an existing project's config must have a Choices tag on an object tag that offers every class
     (its tag names are used as they are). :meth:`request` is idempotent: it imports only the
-    queried indices that have no task of this round yet. :meth:`collect` returns ``None`` until
-    every task of the round has an annotation that was not skipped; the latest one counts.
+    queried indices that have no task of this round yet. :meth:`collect` reads only the tasks'
+    ids, items (``meta``) and annotations, never their images, and returns ``None`` until the
+    round is labeled.
 
-    How images reach the annotators: each image file is inlined in its task as a
-    ``data:image/...;base64,`` URL. It works with a stock server wherever it runs (the images
-    travel with the import through the SDK; nothing to mount, no ``LABEL_STUDIO_LOCAL_FILES_*``
-    settings, no storage to connect), and the browser shows it like any URL
-    (HumanSignal/label-studio#6086). The SDK has no call to upload media files, and local-files
-    serving needs the server's environment set and the images on its disk. The cost: each image
-    is stored in the server's database, about 4/3 of its file size, so it suits rounds of
-    thousands of ordinary images, not of large ones; for those, connect a storage (S3, GCS,
-    local files) to the project and pass ``image_url`` (see :func:`labelstudio_tasks`).
+    How images reach the annotators (``images``):
+
+    - ``inline`` (default): each image file is inlined in its task as a ``data:image/...;base64,``
+      URL. Nothing to set up on the server (HumanSignal/label-studio#6086), but each image is
+      stored in the server's database at about 4/3 of its size: rounds of hundreds to a few
+      thousand ordinary images.
+    - ``local_files``: the images stay on disk; the oracle connects Label Studio's local-files
+      storage for the pool's folder to the project (through the SDK) and each task references its
+      file (``/data/local-files/?d=...``). The server must see the pool's folder at the same path,
+      started with ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` and
+      ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` a folder above the pool; set that variable here too.
+    - a template such as ``https://images.example.com/train/{path}`` (images a team already
+      serves) or ``s3://bucket/train/{path}`` / ``gs://...`` (a cloud storage the team connected
+      to the project, which presigns them); ``{path}`` is the item id, ``{index}`` the index.
+
+    Before any task of a round is created, the first image's reference is fetched through the
+    server (or from its web address): one that does not resolve stops the run with one line
+    naming the image and the URL tried.
+
+    Several annotators per image: the project's "annotations per task" (``annotators`` sets it),
+    and ``agreement`` decides the label (:func:`decide_label`); each annotator's latest finished
+    annotation is their answer. Every collect writes ``label_dir/answers/round_K.csv``: each
+    task's answers, agreement and status, for audits. With ``min_answered`` < 1 the round goes on
+    once that fraction of its items is labeled; the rest (unanswered or disputed) go back to the
+    unlabeled pool.
 
     Args:
         url: the server's address, e.g. ``http://localhost:8080``.
         project: a project id, or a title (created if missing).
         api_key: an access token; default: the environment variable ``LABEL_STUDIO_API_KEY``.
-        image_url: a template for the image reference instead of inlining the file.
+        images: ``inline``, ``local_files``, or a reference template (see above).
+        annotators: annotations each task needs; default: the project's own setting (1 for a new one).
+        agreement: ``majority`` or ``unanimous``.
+        min_answered: the fraction of a round that must be labeled before the run goes on, in (0, 1].
+        label_dir: where the answers records go (the run's ``--al.label_dir``).
         timeout: seconds for each request to the server.
 
     Raises:
         ConfigurationError: the SDK is missing, the token is missing or refused, the server cannot
-            be reached; all as one line naming the URL.
+            be reached, an option is out of range; all as one line naming the URL or the option.
     """
 
     def __init__(
@@ -258,7 +366,11 @@ class LabelStudioOracle(Oracle):
         project: str,
         api_key: Optional[str] = None,
         *,
-        image_url: Optional[str] = None,
+        images: str = "inline",
+        annotators: Optional[int] = None,
+        agreement: Literal["majority", "unanimous"] = "majority",
+        min_answered: float = 1.0,
+        label_dir: Optional[str | os.PathLike] = None,
         timeout: float = 60.0,
     ) -> None:
         sdk = _sdk()
@@ -268,9 +380,22 @@ class LabelStudioOracle(Oracle):
                 f"the Label Studio oracle needs an API token: set the environment variable {API_KEY_VARIABLE} "
                 f"to the access token from Account & Settings of {url}"
             )
-        self.url, self.project, self.image_url = url.rstrip("/"), str(project).strip(), image_url
+        if images not in ("inline", "local_files") and "{path}" not in images and "{index}" not in images:
+            raise ConfigurationError(
+                f"--al.oracle_args.images='{images}' is not inline, local_files, or a template with {{path}} or {{index}} "
+                "(e.g. https://images.example.com/train/{path} or s3://bucket/train/{path})"
+            )
+        if annotators is not None and annotators < 1:
+            raise ConfigurationError(f"--al.oracle_args.annotators={annotators}: a task needs at least 1 annotator")
+        if agreement not in AGREEMENT_POLICIES:
+            raise ConfigurationError(f"--al.oracle_args.agreement='{agreement}' is not one of {', '.join(AGREEMENT_POLICIES)}")
+        self.url, self.project, self.images = url.rstrip("/"), str(project).strip(), images
+        self.annotators, self.agreement = annotators, agreement
+        self.min_answered = check_min_answered(min_answered, "labelstudio")
+        self.label_dir = Path(label_dir).expanduser().absolute() if label_dir is not None else None
+        self._api_key = api_key
         self._project: Optional[_Project] = None
-        self._counts: dict[int, tuple[int, int, int]] = {}
+        self._progress: dict[int, list[ItemAnswers]] = {}
         with self._server_errors("connecting"):
             self._client = sdk.LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
             self._client.users.whoami()
@@ -279,46 +404,79 @@ class LabelStudioOracle(Oracle):
         """Import a task per queried item into the project (creating it by title on first use); idempotent."""
         project = self._resolve(query.class_names, create=True)
         tasks = self._round_tasks(project, query.round)
-        have = {str((t.get("data") or {}).get("index")) for t in tasks}
-        todo = [p for p, index in enumerate(query.indices.tolist()) if str(index) not in have]
-        new = _tasks(query, todo, self.image_url, project.from_name, project.to_name, project.image_key)
+        have = {_item(t)[0] for t in tasks}
+        todo = [p for p, index in enumerate(query.indices.tolist()) if index not in have]
+        template = self._image_template(project, query) if todo else None
+        if template is not None:
+            first = todo[0]
+            self._check_resolves(project, image_reference(template, query.item_ids[first], int(query.indices[first])), query.item_ids[first])
+        new = _tasks(query, todo, template, project.from_name, project.to_name, project.image_key)
         for chunk in _chunks(new, _IMPORT_CHUNK_BYTES):
             with self._server_errors(f"importing round {query.round}'s tasks into project {project.id}"):
                 self._client.projects.import_tasks(id=project.id, request=chunk)
-        done, _, skipped = _count(tasks)
-        self._counts[query.round] = (done, len(tasks) + len(new), skipped)
+        if new:
+            tasks = self._round_tasks(project, query.round)
+        self._progress[query.round] = self._answers(project, tasks)
 
     def collect(self, query: Query) -> Optional[Tensor]:
-        """The labels of this round's tasks once each has a finished annotation, else ``None``.
+        """The labels of this round's items once enough are decided (all, or ``min_answered``), else ``None``.
+
+        Items left undecided in a partial round get -1.
 
         Raises:
             LabelsError: an annotation chose an unknown class, a task is not one of the query's, or
                 a queried item has no task (deleted): each named by its task.
         """
         project = self._resolve(query.class_names, create=False)
-        tasks = self._round_tasks(project, query.round)
-        self._counts[query.round] = _count(tasks)
-        if any(not _finished(t) for t in tasks):
+        items = self._answers(project, self._round_tasks(project, query.round))
+        self._progress[query.round] = items
+        if self.label_dir is not None:
+            atomic_write_text(self.answers_file(query.round), answers_csv(items))
+        decided = [LabelRow(f"task {i.task}", i.path, i.label) for i in items if i.label is not None]
+        partial = self.min_answered < 1
+        if len(decided) < (required_answers(len(query), self.min_answered) if partial else len(items)):
             return None
-        rows = [labelstudio_task_row(t, project.from_name) for t in tasks]
         return match_labels(
             query,
-            [row for row in rows if row is not None],
+            decided,
             source=f"{self._where(project)}, round {query.round}",
             fix="fix the annotations in Label Studio and run the same command again",
+            allow_missing=partial,
         )
 
+    def answers_file(self, round: int) -> Path:
+        """``label_dir/answers/round_K.csv``: the round's tasks with each annotator's answer."""
+        if self.label_dir is None:
+            raise ConfigurationError("the Label Studio oracle keeps answers records only with a label_dir (--al.label_dir)")
+        return self.label_dir / "answers" / f"round_{round}.csv"
+
     def waiting_message(self, query: Query) -> str:
-        """``k of b tasks annotated in Label Studio project P at URL``, from the last look at the round."""
-        if query.round not in self._counts:
+        """How far the round is: labeled tasks, disagreements (named), skips, and what the run waits for."""
+        if query.round not in self._progress:
             project = self._resolve(query.class_names, create=False)
-            self._counts[query.round] = _count(self._round_tasks(project, query.round))
-        done, total, skipped = self._counts[query.round]
+            self._progress[query.round] = self._answers(project, self._round_tasks(project, query.round))
+        items = self._progress[query.round]
         where = self._where(self._project) if self._project else f"Label Studio project '{self.project}' at {self.url}"
-        message = f"round {query.round}: {done} of {total} tasks annotated in {where}"
+        labeled = sum(i.status == "labeled" for i in items)
+        message = f"round {query.round}: {labeled} of {len(items)} tasks labeled in {where}"
+        if self._project is not None and self._project.annotators > 1:
+            message += f" (each needs {self._project.annotators} annotators; agreement: {self.agreement})"
+        disputed = [i for i in items if i.status == "disagreement"]
+        if disputed:
+            shown = ", ".join(f"task {i.task} ({' / '.join(label for _, label in i.answers)})" for i in disputed[:8])
+            more = f" (+{len(disputed) - 8} more)" if len(disputed) > 8 else ""
+            message += f"; {len(disputed)} disagree: {shown}{more}: add an answer or correct one there"
+        skipped = sum(i.status == "skipped" for i in items)
         if skipped:
-            message += f" ({skipped} skipped, which counts as not annotated: label them from the Data Manager)"
-        return message + "; annotate the rest there and run the same command again"
+            message += f"; {skipped} skipped, which counts as not annotated: label them from the Data Manager"
+        if self.min_answered < 1:
+            message += (
+                f"; the run goes on once {required_answers(len(query), self.min_answered)} are labeled "
+                f"(--al.oracle_args.min_answered={self.min_answered:g}), the rest go back to the pool"
+            )
+        if self.label_dir is not None and items:
+            message += f"; every answer is in {self.answers_file(query.round)}"
+        return message + "; annotate there and run the same command again"
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -359,20 +517,125 @@ class LabelStudioOracle(Oracle):
                     "(was it renamed or deleted?); name it by its id or its current title"
                 )
         where = f"Label Studio project '{found.title}' (id {found.id}) at {self.url}"
-        self._project = _labeling(found.id, found.title, found.label_config or "", class_names, where)
+        annotators = int(getattr(found, "maximum_annotations", None) or 1)
+        if self.annotators is not None and self.annotators != annotators:
+            # The overlap: every task goes to this many annotators (Settings → Quality in the UI).
+            with self._server_errors(f"setting project {found.id}'s annotations per task"):
+                self._client.projects.update(id=found.id, maximum_annotations=self.annotators, overlap_cohort_percentage=100)
+            annotators = self.annotators
+        self._project = _labeling(found.id, found.title, found.label_config or "", class_names, where, annotators)
         if create:
             _check_classes(self._project, class_names, self._where(self._project))
         return self._project
 
     def _round_tasks(self, project: _Project, round: int) -> list[dict[str, Any]]:
-        """The project's tasks of ``round`` (``data.round``), with their annotations."""
-        # The Data Manager's filter keeps other rounds' tasks (and their inlined images) on the server.
+        """The project's tasks of ``round`` (``data.round``): ids, items and annotations, not their data.
+
+        Tasks imported before ``meta`` held the item are read again with their data.
+        """
+        # The Data Manager's filter keeps other rounds' tasks on the server; `include` keeps the data there too.
         same_round = {"filter": "filter:tasks:data.round", "operator": "equal", "type": "Number", "value": round}
         query = json.dumps({"filters": {"conjunction": "and", "items": [same_round]}})
-        with self._server_errors(f"reading round {round}'s tasks of project {project.id}"):
-            pages = self._client.tasks.list(project=project.id, query=query, page_size=_PAGE_SIZE)
-            tasks = [_as_dict(t) for t in pages]
-        return [t for t in tasks if str((t.get("data") or {}).get("round")) == str(round)]
+
+        def listed(include: str) -> list[dict[str, Any]]:
+            with self._server_errors(f"reading round {round}'s tasks of project {project.id}"):
+                pages = self._client.tasks.list(
+                    project=project.id, query=query, page_size=_PAGE_SIZE, fields="all", include=include,
+                    # Without it `include` cuts each annotation down to its id.
+                    request_options={"additional_query_parameters": {"expand": "annotations"}},
+                )  # fmt: skip
+                return [_as_dict(t) for t in pages]
+
+        tasks = listed("id,meta,annotations")
+        if any("index" not in (t.get("meta") or {}) for t in tasks):
+            tasks = [t for t in listed("id,data,annotations") if str((t.get("data") or {}).get("round")) == str(round)]
+        return tasks
+
+    def _answers(self, project: _Project, tasks: Sequence[dict[str, Any]]) -> list[ItemAnswers]:
+        """Each task's annotators' answers and the label :func:`decide_label` makes of them."""
+        items = []
+        for task in tasks:
+            answers = _annotator_answers(task, project.from_name)
+            label, status = decide_label([label for _, label in answers], project.annotators, self.agreement)
+            if status == "waiting" and not answers and _skipped(task):
+                status = "skipped"
+            index, path = _item(task)
+            items.append(ItemAnswers(int(task["id"]), index, path, answers, label, status))
+        return items
+
+    def _image_template(self, project: _Project, query: Query) -> Optional[str]:
+        """The reference template of this round's images (``None``: inline), connecting local-files storage if asked."""
+        if self.images == "inline":
+            return None
+        if self.images != "local_files":
+            return self.images
+        root = _pool_root(query)
+        document_root = os.environ.get(_DOCUMENT_ROOT)
+        if not document_root:
+            raise ConfigurationError(
+                f"--al.oracle_args.images=local_files needs {_DOCUMENT_ROOT} set here as on the Label Studio server "
+                f"at {self.url} (a folder above the pool's images, {root}), and the server started with "
+                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true"
+            )
+        document_root_path = Path(document_root).expanduser().absolute()
+        if not root.is_relative_to(document_root_path):
+            raise ConfigurationError(
+                f"the pool's images ({root}) are not under {_DOCUMENT_ROOT}={document_root_path}: Label Studio serves "
+                "local files only from there; set it (here and on the server) to a folder above the pool"
+            )
+        with self._server_errors(f"reading project {project.id}'s local-files storages"):
+            storages = list(self._client.import_storage.local.list(project=project.id))
+        if storages and not any(root.is_relative_to(Path(s.path)) for s in storages if s.path):
+            elsewhere = ", ".join(str(s.path) for s in storages)
+            raise ConfigurationError(
+                f"{self._where(project)} has local-files storage at {elsewhere}, not at the pool's images ({root}); "
+                "connect one for the pool's folder in Settings → Cloud Storage, or use another project"
+            )
+        if not storages:
+            with self._server_errors(f"connecting local-files storage {root} to project {project.id}"):
+                self._client.import_storage.local.create(
+                    project=project.id, path=str(root), use_blob_urls=True, title="al_lightning pool",
+                    description="The pool's images, referenced by the tasks al_lightning imports (no sync needed).",
+                )  # fmt: skip
+        return f"/data/local-files/?d={quote(str(root.relative_to(document_root_path)))}/{{path}}"
+
+    def _check_resolves(self, project: _Project, reference: str, item_id: str) -> None:
+        """Fetch one image as the annotators' browsers will; a one-line error if it does not come back."""
+        import httpx
+
+        if reference.startswith("/"):  # served by Label Studio itself (local files)
+            target, headers = f"{self.url}{reference}", self._auth()
+        elif reference.startswith(("http://", "https://")):  # a team's own web server
+            target, headers = reference, {}
+        else:  # a storage URI, which the project's cloud storage resolves (presigns)
+            encoded = base64.urlsafe_b64encode(reference.encode()).decode()
+            target, headers = f"{self.url}/projects/{project.id}/resolve/?fileuri={encoded}", self._auth()
+        try:
+            with httpx.stream("GET", target, headers=headers, follow_redirects=True, timeout=30) as answer:
+                status = answer.status_code
+        except httpx.HTTPError as err:
+            status = f"no answer ({type(err).__name__})"
+        if status != 200:
+            raise ConfigurationError(
+                f"the image of '{item_id}' does not resolve: GET {target} gave HTTP {status}; {self._resolve_hint(reference)} "
+                "(checked before creating any task)"
+            )
+
+    def _resolve_hint(self, reference: str) -> str:
+        if reference.startswith("/data/local-files/"):
+            return (
+                f"start the server at {self.url} with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and the same "
+                f"{_DOCUMENT_ROOT}, with the pool's folder at the same path"
+            )
+        if reference.startswith(("http://", "https://")):
+            return "check --al.oracle_args.images: the template must give each image's address"
+        return (
+            "connect a cloud storage for that bucket to the project (Settings → Cloud Storage) and check "
+            "--al.oracle_args.images"
+        )
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self._api_key}"}
 
     @contextmanager
     def _server_errors(self, doing: str, missing: Optional[str] = None) -> Iterator[None]:
@@ -429,9 +692,42 @@ def _as_dict(task: Any) -> dict[str, Any]:
     return task if isinstance(task, dict) else task.dict()
 
 
-def _count(tasks: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
-    """(annotated, all, skipped) tasks."""
-    return sum(1 for t in tasks if _finished(t)), len(tasks), sum(1 for t in tasks if _skipped(t))
+def _item(task: dict[str, Any]) -> tuple[int, str]:
+    """(index, item id) of a task: from its ``meta``, or its ``data`` where it has no meta."""
+    item = task.get("meta") or {}
+    if "index" not in item:
+        item = task.get("data") or {}
+    return int(item.get("index", -1)), str(item.get("path", item.get("index", "")))
+
+
+def _annotator_answers(task: dict[str, Any], from_name: str) -> tuple[tuple[str, str], ...]:
+    """(annotator, chosen class) per annotator: their latest annotation that was not skipped."""
+    latest: dict[str, dict[str, Any]] = {}
+    for annotation in sorted(_finished(task), key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0)):
+        who = annotation.get("completed_by")
+        who = who.get("id") if isinstance(who, dict) else who
+        latest[str(who if who is not None else f"annotation {annotation.get('id')}")] = annotation
+    answers = []
+    for who, annotation in latest.items():
+        chosen = [
+            str(choice)
+            for result in annotation.get("result") or []
+            if result.get("type") == "choices" and result.get("from_name") == from_name
+            for choice in (result.get("value") or {}).get("choices") or []
+        ]
+        answers.append((who, ", ".join(chosen) or NO_CHOICE))
+    return tuple(answers)
+
+
+def _pool_root(query: Query) -> Path:
+    """The folder the query's item ids are relative to (its image files minus the ids)."""
+    for file, item_id in zip(query.image_files, query.item_ids):
+        if file and file.endswith(item_id):
+            return Path(file[: len(file) - len(item_id)]).absolute()
+    raise ConfigurationError(
+        "--al.oracle_args.images=local_files references image files, but this pool's items have none "
+        "(a features file or a built-in dataset); use an image_pool dataset, or images=inline"
+    )
 
 
 def _chunks(tasks: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, Any]]]:
@@ -447,7 +743,7 @@ def _chunks(tasks: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, 
         yield chunk
 
 
-def _labeling(project_id: int, title: str, config: str, class_names: Sequence[str], where: str) -> _Project:
+def _labeling(project_id: int, title: str, config: str, class_names: Sequence[str], where: str, annotators: int = 1) -> _Project:
     """Which Choices tag labels which object (and its ``$field``) in a project's labeling config.
 
     Of several Choices tags, the one that offers the most of the classes. A Choice's ``alias``,
@@ -470,7 +766,7 @@ def _labeling(project_id: int, title: str, config: str, class_names: Sequence[st
             "use a project with an image classification config, or a new title to create one"
         )
     _, from_name, to_name, choices = max(candidates, key=lambda c: c[0])
-    return _Project(project_id, title, from_name, to_name, objects[to_name][1:], choices)
+    return _Project(project_id, title, from_name, to_name, objects[to_name][1:], choices, annotators)
 
 
 def _check_classes(project: _Project, class_names: Sequence[str], where: str) -> None:

@@ -379,21 +379,29 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
         result = self.query.run(
             trainer, pl_module, datamodule, scheduled.strategy, round=self.state.round, true_labels=self.oracle.true_labels()
         )
-        self.records.note_query(result.scored, result.seconds, scheduled.name)
+        result.query.run = _run_name(trainer.log_dir)  # every rank asks (a collective under DDP)
+        self.records.note_query(result.scored, result.seconds, scheduled.name, asked=len(result.query))
         self.records.write_query(trainer, result.query)
         self.state.wait_for(result.query)
         on_rank_zero(lambda: self.oracle.request(result.query))
         self._collect(trainer, datamodule)
 
     def _collect(self, trainer: pl.Trainer, datamodule: ActiveDataModule) -> bool:
-        """Label the pending query if the oracle has its answers (checked as a whole); whether it had."""
+        """Label the pending query if the oracle has its answers (checked as a whole); whether it had.
+
+        Items the oracle left unanswered (label -1, a partial round) stay unlabeled: back in the pool.
+        """
         query = self.state.pending
         labels = on_rank_zero(lambda: self.oracle.collect(query))
         if labels is None:
             return False
-        datamodule.pool.label(query.indices.cpu(), labels.cpu(), query.round)
+        labels = labels.cpu()
+        answered = labels >= 0
+        datamodule.pool.label(query.indices.cpu()[answered], labels[answered], query.round)
         self.state.labeled()
-        rank_zero_info(f"[al] round {query.round}: labeled {len(query)} points; {datamodule.pool.num_labeled} labeled")
+        count = int(answered.sum())
+        returned = f" of the {len(query)} queried ({len(query) - count} unanswered went back to the pool)" if count < len(query) else ""
+        rank_zero_info(f"[al] round {query.round}: labeled {count} points{returned}; {datamodule.pool.num_labeled} labeled")
         return True
 
     def _pause(self, trainer: pl.Trainer) -> None:
@@ -419,6 +427,15 @@ class QueryCallback(HyperparametersMixin, pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.state.load_state_dict(state_dict["state"])
         self.records.load_state_dict(state_dict["records"])
+
+
+def _run_name(log_dir: Optional[str]) -> str:
+    """The run as people name it in a labeling tool's model versions: its log folder, relative to here where it can be."""
+    folder = Path(log_dir or ".").absolute()
+    try:
+        return str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
 
 
 @cache

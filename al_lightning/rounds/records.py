@@ -53,12 +53,13 @@ class RoundRecords:
         self.class_history: list[dict[str, Any]] = []
         #: What the query that made the current round's labels measured, and which strategy made it
         #: (round 0's labels came with the data: no count, ``queried_by`` :data:`INITIAL_POOL`).
-        self.query: dict[str, Any] = {"num_scored": None, "query_seconds": 0.0, "queried_by": INITIAL_POOL}
+        self.query: dict[str, Any] = {"num_scored": None, "num_asked": None, "query_seconds": 0.0, "queried_by": INITIAL_POOL}
         self.hparams_logged = False  # a resumed finished run does not log them again
 
-    def note_query(self, scored: int, seconds: float, queried_by: str) -> None:
-        """The query that made the next round's labels: strategy ``queried_by`` scored ``scored`` points in ``seconds``."""
-        self.query = {"num_scored": scored, "query_seconds": seconds, "queried_by": queried_by}
+    def note_query(self, scored: int, seconds: float, queried_by: str, asked: int) -> None:
+        """The query that made the next round's labels: strategy ``queried_by`` scored ``scored`` points in
+        ``seconds`` and asked for ``asked`` labels."""
+        self.query = {"num_scored": scored, "num_asked": asked, "query_seconds": seconds, "queried_by": queried_by}
 
     def add_round(self, trainer: pl.Trainer, datamodule: ActiveDataModule, round: int, **values: Any) -> dict[str, Any]:
         """Record round ``round`` (``values``: test accuracy, epochs, timings, ...) and write the files."""
@@ -141,7 +142,8 @@ class RoundRecords:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
         self.class_history = list(state["class_history"])
-        self.query = {"queried_by": None, **state["query"]}  # None: a checkpoint from before it was kept
+        # None: a checkpoint from before they were kept.
+        self.query = {"queried_by": None, "num_asked": None, **state["query"]}
         self.hparams_logged = bool(state["hparams_logged"])
 
 

@@ -23,6 +23,8 @@ from al_lightning.oracles.base import Query
 REPO = Path(__file__).resolve().parents[2]
 #: Seconds for the server to answer /health: ~50-90 s on two busy cores (migrations, then Django).
 STARTUP_TIMEOUT = float(os.environ.get("LABEL_STUDIO_STARTUP_TIMEOUT", 360))
+#: The test server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT: the folder pytest's tmp_path is under.
+LOCAL_FILES_ROOT = tempfile.gettempdir()
 
 
 def _server_executable() -> Optional[str]:
@@ -65,6 +67,10 @@ class _Server:
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LATEST_VERSION_CHECK": "false",  # else it asks pypi.org at start
             "COLLECT_ANALYTICS": "false",
+            # Local-files storage (images by reference) for anything under the temporary folder,
+            # where the tests' images live.
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": LOCAL_FILES_ROOT,
         }
         command = [
             executable, "start", "--no-browser",

@@ -126,3 +126,27 @@ def test_the_simulated_oracle_answers_with_the_dataset_labels_and_refuses_data_w
     assert SimulatedOracle(torch.tensor([0, 1, 2, 1, 0, 1, 2, 1, 0, 0, 0, 0, 2])).collect(query).tolist() == [1, 2, 2]
     with pytest.raises(ConfigurationError, match="but 1 of its 13 training items have none.*--al.oracle=file"):
         SimulatedOracle(torch.tensor([0, 1, 2, -1, 0, 1, 2, 1, 0, 0, 0, 0, 2]))
+
+
+def test_a_partial_round_of_the_file_oracle_labels_what_is_answered_and_leaves_the_rest(tmp_path):
+    query = make_query()
+    oracle = FileOracle(tmp_path, min_answered=0.6)  # 0.6 of 3 queries: 2 answers needed
+    oracle.request(query)
+    labels_file = tmp_path / "labels" / "round_1.csv"
+    labels_file.write_text("path,label\nb.png,owl\na/x.png,\n")  # an empty cell: not answered
+    with pytest.raises(LabelsError) as caught:
+        oracle.collect(query)
+    assert caught.value.problems == ["labels for 1 of the 3 queried items; --al.oracle_args.min_answered=0.6 needs 2"]
+    labels_file.write_text("path,label\nb.png,owl\na/c/y.png,cat\n")
+    assert oracle.collect(query).tolist() == [-1, 2, 0]  # a/x.png unanswered: -1, back to the pool
+    # A whole round is still the default: a missing row is refused.
+    with pytest.raises(LabelsError, match=r"no row for 1 queried item\(s\): a/x.png"):
+        FileOracle(tmp_path).collect(query)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5])
+def test_a_partial_round_fraction_outside_zero_to_one_is_one_line(tmp_path, fraction):
+    with pytest.raises(ConfigurationError) as caught:
+        FileOracle(tmp_path, min_answered=fraction)
+    message = str(caught.value)
+    assert "\n" not in message and f"--al.oracle_args.min_answered={fraction} is outside (0, 1]" in message

@@ -33,10 +33,11 @@ def by_path(client, project_id):
     return {t["data"]["path"]: t for t in (task.dict() for task in client.tasks.list(project=project_id))}
 
 
-def annotate(client, task, choice, from_name="label", to_name="image"):
-    """What the labeling UI sends when an annotator picks ``choice`` and submits."""
+def annotate(client, task, choice, from_name="label", to_name="image", annotator=None):
+    """What the labeling UI sends when an annotator (a user id; default: the token's user) picks ``choice`` and submits."""
     result = [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [choice]}}]
-    client.annotations.create(id=task["id"], result=result, was_cancelled=False, lead_time=1.5)
+    by = {} if annotator is None else {"completed_by": annotator}
+    client.annotations.create(id=task["id"], result=result, was_cancelled=False, lead_time=1.5, **by)
 
 
 def test_a_round_goes_out_as_tasks_and_comes_back_as_labels(labelstudio_server, client, labeled_image_query, monkeypatch):
@@ -66,17 +67,20 @@ def test_a_round_goes_out_as_tasks_and_comes_back_as_labels(labelstudio_server, 
     assert len(tasks_of(client, "al round trip")[0]) == 3
 
     assert oracle.collect(query) is None
-    assert f"0 of 3 tasks annotated in Label Studio project 'al round trip' (id {project_id}) at {url}" in oracle.waiting_message(query)
+    assert f"0 of 3 tasks labeled in Label Studio project 'al round trip' (id {project_id}) at {url}" in oracle.waiting_message(query)
 
     annotate(client, tasks["a.png"], "dog")
     annotate(client, tasks["b.png"], "dog")
     client.annotations.create(id=tasks["c.png"]["id"], result=[], was_cancelled=True)  # skipped
     assert oracle.collect(query) is None
     message = oracle.waiting_message(query)
-    assert "2 of 3 tasks annotated" in message and "1 skipped" in message
+    assert "2 of 3 tasks labeled" in message and "1 skipped" in message
+
+    # A poll reads ids, items and annotations: the inlined images stay on the server.
+    assert all("data" not in task and task["meta"]["path"] for task in oracle._round_tasks(oracle._project, 1))
 
     annotate(client, tasks["c.png"], "bird")
-    annotate(client, tasks["a.png"], "cat")  # a second thought: the latest annotation counts
+    annotate(client, tasks["a.png"], "cat")  # a second thought of the same annotator: their latest annotation counts
     labels = oracle.collect(query)
     assert labels.tolist() == [0, 1, 2]  # a.png: cat, b.png: dog, c.png: bird
 
@@ -85,7 +89,7 @@ def test_a_round_goes_out_as_tasks_and_comes_back_as_labels(labelstudio_server, 
     oracle.request(round_2)
     assert len(tasks_of(client, "al round trip")[0]) == 5
     assert oracle.collect(round_2) is None
-    assert "0 of 2 tasks annotated" in oracle.waiting_message(round_2)
+    assert "0 of 2 tasks labeled" in oracle.waiting_message(round_2)
     assert oracle.collect(query).tolist() == [0, 1, 2]
 
 

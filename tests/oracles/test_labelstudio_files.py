@@ -13,6 +13,9 @@ from al_lightning.errors import ConfigurationError
 from al_lightning.oracles.base import LabelRow, LabelsError, match_labels
 from al_lightning.oracles.labelstudio import (
     NO_CHOICE,
+    ItemAnswers,
+    answers_csv,
+    decide_label,
     labelstudio_export_rows,
     labelstudio_label_config,
     labelstudio_task_row,
@@ -39,8 +42,11 @@ def test_tasks_carry_the_image_the_item_and_a_scored_prediction_in_selection_ord
     assert [t["data"]["index"] for t in tasks] == [10, 11, 12]
     assert {t["data"]["round"] for t in tasks} == {1}
     assert [t["data"]["score"] for t in tasks] == pytest.approx([0.1, 0.2, 0.7])
+    assert tasks[1]["meta"] == {"index": 11, "path": "sub/b.png", "round": 1}  # what a poll reads instead of data
     prediction = tasks[0]["predictions"][0]
     assert prediction["model_version"] == "al_lightning round 1"
+    query.run = "lightning_logs/version_3"
+    assert labelstudio_tasks(query)[0]["predictions"][0]["model_version"] == "lightning_logs/version_3 round 1"
     assert prediction["score"] == pytest.approx(0.1)
     assert prediction["result"] == [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["dog"]}}]
     assert [t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks] == [["dog"], ["cat"], ["bird"]]
@@ -62,6 +68,66 @@ def test_items_without_an_image_file_or_with_an_image_url_template(labeled_image
     assert [t["data"]["image"][:15] for t in labelstudio_tasks(query)] == ["data:image/png;", "", ""]
     urls = [t["data"]["image"] for t in labelstudio_tasks(query, image_url="s3://bucket/train/{path}?i={index}")]
     assert urls == ["s3://bucket/train/a.png?i=10", "s3://bucket/train/b.png?i=11", "s3://bucket/train/c.png?i=12"]
+    # In a web address the item id is percent-encoded (a browser asks for it so); a storage key is kept.
+    query = labeled_image_query(items=("dir/a b#1.png",))
+    assert labelstudio_tasks(query, image_url="https://img.example/{path}")[0]["data"]["image"] == "https://img.example/dir/a%20b%231.png"
+    assert labelstudio_tasks(query, image_url="gs://b/{path}")[0]["data"]["image"] == "gs://b/dir/a b#1.png"
+
+
+def test_an_unreadable_image_gets_no_prediction(labeled_image_query):
+    query = labeled_image_query(predicted=[0, -1, 2])  # -1: the query skipped its unreadable image
+    assert [len(t["predictions"]) for t in labelstudio_tasks(query)] == [1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "answers, required, policy, expected",
+    [
+        (["cat"], 1, "majority", ("cat", "labeled")),
+        (["cat"], 2, "majority", (None, "waiting")),
+        ([], 1, "majority", (None, "waiting")),
+        (["cat", "cat", "dog"], 3, "majority", ("cat", "labeled")),
+        (["cat", "dog"], 2, "majority", (None, "disagreement")),  # a tie is no majority
+        (["cat", "dog", "owl"], 3, "majority", (None, "disagreement")),
+        (["cat", "cat", "dog"], 3, "unanimous", (None, "disagreement")),
+        (["dog", "dog", "dog"], 3, "unanimous", ("dog", "labeled")),
+        (["dog", "dog", "cat", "cat", "cat"], 3, "majority", ("cat", "labeled")),  # more answers than asked for count too
+    ],
+)
+def test_several_annotators_answers_make_one_label_by_the_policy(answers, required, policy, expected):
+    assert decide_label(answers, required, policy) == expected
+
+
+def test_the_answers_record_lists_every_task_with_its_agreement():
+    items = [
+        ItemAnswers(task=9, index=12, path="b.png", answers=(("3", "cat"), ("4", "dog")), label=None, status="disagreement"),
+        ItemAnswers(task=8, index=10, path="a.png", answers=(("3", "cat"), ("4", "cat"), ("5", "dog")), label="cat", status="labeled"),
+        ItemAnswers(task=7, index=11, path="c.png", answers=(), label=None, status="waiting"),
+    ]
+    assert answers_csv(items).splitlines() == [
+        "index,path,task,status,label,agreement,answers",
+        "11,c.png,7,waiting,,,",
+        "10,a.png,8,labeled,cat,0.667,3:cat; 4:cat; 5:dog",
+        "12,b.png,9,disagreement,,0.5,3:cat; 4:dog",
+    ]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"min_answered": 0.0}, "--al.oracle_args.min_answered=0.0 is outside (0, 1]"),
+        ({"min_answered": 2}, "--al.oracle_args.min_answered=2 is outside (0, 1]"),
+        ({"images": "s3://bucket/train"}, "--al.oracle_args.images='s3://bucket/train' is not inline, local_files, or a template"),
+        ({"annotators": 0}, "--al.oracle_args.annotators=0: a task needs at least 1 annotator"),
+        ({"agreement": "latest"}, "--al.oracle_args.agreement='latest' is not one of majority, unanimous"),
+    ],
+)
+def test_bad_options_of_the_oracle_are_one_line_before_the_server_is_asked(options, message):
+    pytest.importorskip("label_studio_sdk")
+    from al_lightning.oracles.labelstudio import LabelStudioOracle
+
+    with pytest.raises(ConfigurationError) as caught:  # nothing listens there: the options are checked first
+        LabelStudioOracle("http://127.0.0.1:9", "p", api_key="x", **options)
+    assert "\n" not in str(caught.value) and message in str(caught.value)
 
 
 def test_an_image_browsers_cannot_show_is_inlined_as_png_and_a_missing_one_is_named(labeled_image_query, tmp_path):
