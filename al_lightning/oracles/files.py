@@ -163,4 +163,10 @@ class FileOracle(Oracle):
             f"(as Label Studio tasks: {self.task_file(query.round)}). Save their labels as {csv_file} "
             f"(columns path,label or index,label; class names or ids), or a Label Studio JSON export as "
             f"{json_file}, then run the same command again."
+            + (
+                f" At least {required_answers(len(query), self.min_answered)} must be labeled "
+                f"(--al.oracle_args.min_answered={self.min_answered:g}); the rest go back to the pool."
+                if self.min_answered < 1
+                else ""
+            )
         )

@@ -11,13 +11,15 @@ Usage::
 
     oracle = LabelStudioOracle("http://localhost:8080", "cifar10 round labels")
     oracle.request(query)             # creates the project on first use, imports the tasks
-    labels = oracle.collect(query)    # None until every task of the round is annotated
+    labels = oracle.collect(query)    # None until the round is labeled (all, or min_answered of it)
 
 The pure functions serve the file oracle too: :func:`labelstudio_tasks` builds the task file a user
-imports by hand, :func:`labelstudio_export_rows` reads the JSON export they download back.
+imports by hand, :func:`labelstudio_export_rows` reads the JSON export they download back (the
+latest finished annotation of each task counts there; the agreement policies are the live oracle's).
 
-Talks to the server only through Label Studio's SDK (``label-studio-sdk``, imported when first
-needed: ``pip install 'al_lightning[labelstudio]'``).
+Talks to the server through Label Studio's SDK (``label-studio-sdk``, imported when first
+needed: ``pip install 'al_lightning[labelstudio]'``); only the check that an image resolves
+fetches it directly, as the annotators' browsers will.
 """
 
 from __future__ import annotations

@@ -132,6 +132,7 @@ def test_a_partial_round_of_the_file_oracle_labels_what_is_answered_and_leaves_t
     query = make_query()
     oracle = FileOracle(tmp_path, min_answered=0.6)  # 0.6 of 3 queries: 2 answers needed
     oracle.request(query)
+    assert "At least 2 must be labeled (--al.oracle_args.min_answered=0.6)" in oracle.waiting_message(query)
     labels_file = tmp_path / "labels" / "round_1.csv"
     labels_file.write_text("path,label\nb.png,owl\na/x.png,\n")  # an empty cell: not answered
     with pytest.raises(LabelsError) as caught:
