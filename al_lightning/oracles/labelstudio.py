@@ -66,7 +66,10 @@ IMAGE_TAG, CHOICES_TAG, IMAGE_KEY = "image", "label", "image"
 _BROWSER_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
 # One import request stays well under Label Studio's DATA_UPLOAD_MAX_MEMORY_SIZE (250 MB by default).
 _IMPORT_CHUNK_BYTES = 32 * 2**20
-_PAGE_SIZE = 100
+# Tasks per page when a poll lists a round (ids, items, annotations: ~90 bytes a task). Each page
+# makes the server filter the project's tasks by data.round again, a scan of every task's data
+# (inlined images included), so pages are large: 100 a page took ~4 s a page on 10,000 inline images.
+_PAGE_SIZE = 1000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,9 +419,7 @@ class LabelStudioOracle(Oracle):
         for chunk in _chunks(new, _IMPORT_CHUNK_BYTES):
             with self._server_errors(f"importing round {query.round}'s tasks into project {project.id}"):
                 self._client.projects.import_tasks(id=project.id, request=chunk)
-        if new:
-            tasks = self._round_tasks(project, query.round)
-        self._progress[query.round] = self._answers(project, tasks)
+        self._progress.pop(query.round, None)  # the next collect or waiting message reads it afresh
 
     def collect(self, query: Query) -> Optional[Tensor]:
         """The labels of this round's items once enough are decided (all, or ``min_answered``), else ``None``.
