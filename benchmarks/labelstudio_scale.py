@@ -33,12 +33,9 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from al_lightning.oracles import FileOracle, Query  # noqa: E402
 from al_lightning.oracles.labelstudio import LabelStudioOracle  # noqa: E402
+from tests.labelstudio_server import LabelStudioServer, server_executable  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -85,67 +83,6 @@ def make_query(root: Path, items: list[str]) -> Query:
         image_files=[str(root / "pool" / item) for item in items],
         run="benchmark",
     )
-
-
-class Server:
-    """``label-studio start`` with its data in a temporary folder and local files served from ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        executable = os.environ.get("LABEL_STUDIO_BIN") or (
-            str(Path(".labelstudio-venv/bin/label-studio").absolute())
-            if Path(".labelstudio-venv/bin/label-studio").exists()
-            else shutil.which("label-studio")
-        )
-        if executable is None:
-            sys.exit("no label-studio found: set LABEL_STUDIO_BIN, or pass --url and --token of a running server")
-        self.data_dir = Path(tempfile.mkdtemp(prefix="labelstudio-bench-"))
-        self.token, port = secrets.token_hex(20), _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LATEST_VERSION_CHECK": "false",
-            "COLLECT_ANALYTICS": "false",
-            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root),
-        }
-        command = [
-            executable, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-            "--data-dir", str(self.data_dir), "--username", "bench@example.com", "--password", secrets.token_hex(8),
-            "--user-token", self.token, "--enable-legacy-api-token",
-        ]  # fmt: skip
-        self.log = open(self.data_dir / "server.log", "w")
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 600
-        while not _healthy(self.url):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"label-studio did not start; see {self.data_dir / 'server.log'}")
-            time.sleep(1)
-
-    def database(self) -> Path:
-        return self.data_dir / "label_studio.sqlite3"
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=60)
-        self.log.close()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def database_bytes(path: Path | None) -> int | None:
@@ -263,7 +200,13 @@ def main() -> None:
     items = write_images(root, args.images)
     args.image_mb = sum((root / "pool" / item).stat().st_size for item in items) / 1e6
     query = make_query(root, items)
-    server = None if args.url else Server(root)
+    server = None
+    if not args.url:
+        executable = server_executable()
+        if executable is None:
+            sys.exit("no label-studio found: set LABEL_STUDIO_BIN, or pass --url and --token of a running server")
+        server = LabelStudioServer(executable, root)
+        server.wait_until_healthy(600)
     url, token = (args.url, args.token) if args.url else (server.url, server.token)
     os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(root)
     try:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -19,102 +14,20 @@ import torch
 from PIL import Image
 
 from al_lightning.oracles.base import Query
+from tests.labelstudio_server import LabelStudioServer, server_executable
 
-REPO = Path(__file__).resolve().parents[2]
 #: Seconds for the server to answer /health: ~50-90 s on two busy cores (migrations, then Django).
 STARTUP_TIMEOUT = float(os.environ.get("LABEL_STUDIO_STARTUP_TIMEOUT", 360))
 #: The test server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT: the folder pytest's tmp_path is under.
 LOCAL_FILES_ROOT = tempfile.gettempdir()
 
 
-def _server_executable() -> Optional[str]:
-    """``LABEL_STUDIO_BIN``, else the repo's ``.labelstudio-venv``, else ``label-studio`` on PATH."""
-    if os.environ.get("LABEL_STUDIO_BIN"):
-        return os.environ["LABEL_STUDIO_BIN"]
-    local = REPO / ".labelstudio-venv" / "bin" / "label-studio"
-    return str(local) if local.exists() else shutil.which("label-studio")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
-
-
-class _Server:
-    """A ``label-studio start`` launched in the background, with its data in a temporary folder."""
-
-    def __init__(self, executable: str) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="labelstudio-"))
-        self.log_path = self.data_dir / "server.log"
-        self.url, self.token = f"http://127.0.0.1:{_free_port()}", secrets.token_hex(20)
-        env = {
-            **os.environ,
-            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
-            # 1.23 accepts only personal access tokens (JWT) unless legacy tokens are on; --user-token is one.
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LATEST_VERSION_CHECK": "false",  # else it asks pypi.org at start
-            "COLLECT_ANALYTICS": "false",
-            # Local-files storage (images by reference) for anything under the temporary folder,
-            # where the tests' images live.
-            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": LOCAL_FILES_ROOT,
-        }
-        command = [
-            executable, "start", "--no-browser",
-            "--internal-host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
-            "--data-dir", str(self.data_dir),
-            "--username", "annotator@example.com", "--password", secrets.token_hex(8),
-            "--user-token", self.token, "--enable-legacy-api-token",
-        ]  # fmt: skip
-        self.started = time.monotonic()
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_until_healthy(self) -> None:
-        """Return once it answers /health; fail if it exits first or stays silent too long."""
-        # The timeout runs from when a test first waits: the server may have started long before,
-        # while other tests kept the cores busy.
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _healthy(self.url):
-            if self.process.poll() is not None:
-                pytest.fail(f"Label Studio exited with {self.process.returncode} before it answered:\n{_tail(self.log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"Label Studio did not answer {self.url}/health within {STARTUP_TIMEOUT:.0f} s:\n{_tail(self.log_path)}")
-            time.sleep(1)
-        print(f"Label Studio answered at {self.url} {time.monotonic() - self.started:.0f} s after it was started")
-
-    def stop(self) -> None:
-        # The process group: `label-studio start` may run the web server in a child.
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
 #: The session's server, once started (at most one per session).
-_server: Optional[_Server] = None
+_server: Optional[LabelStudioServer] = None
 
 
 def _available_executable() -> Optional[str]:
-    executable = _server_executable()
+    executable = server_executable()
     if executable is None or not (os.path.exists(executable) or shutil.which(executable)):
         return None
     return executable
@@ -129,7 +42,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any("labelstudio_server" in getattr(item, "fixturenames", ()) for item in session.items):
         executable = _available_executable()
         if executable is not None:
-            _server = _Server(executable)
+            _server = LabelStudioServer(executable, LOCAL_FILES_ROOT)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -152,16 +65,30 @@ def labelstudio_server() -> Iterator[tuple[str, str]]:
     executable = _available_executable()
     if executable is None:
         message = (
-            f"no Label Studio server ({_server_executable() or 'label-studio'} not found): "
+            f"no Label Studio server ({server_executable() or 'label-studio'} not found): "
             "python3 -m venv .labelstudio-venv && .labelstudio-venv/bin/pip install label-studio, or set LABEL_STUDIO_BIN"
         )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     if _server is None:
-        _server = _Server(executable)
-    _server.wait_until_healthy()
+        _server = LabelStudioServer(executable, LOCAL_FILES_ROOT)
+    # The timeout runs from when a test first waits: the server may have started long before,
+    # while other tests kept the cores busy.
+    try:
+        _server.wait_until_healthy(STARTUP_TIMEOUT)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    print(f"Label Studio answered at {_server.url} {time.monotonic() - _server.started:.0f} s after it was started")
     yield _server.url, _server.token
+
+
+@pytest.fixture
+def client(labelstudio_server):
+    """Label Studio's SDK on the test server, as an annotator's script would use it."""
+    label_studio_sdk = pytest.importorskip("label_studio_sdk")
+    url, token = labelstudio_server
+    return label_studio_sdk.LabelStudio(base_url=url, api_key=token)
 
 
 QueryMaker = Callable[..., Query]

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.slow
 label_studio_sdk = pytest.importorskip("label_studio_sdk")
 
 
-@pytest.fixture
-def client(labelstudio_server):
-    """The SDK, as an annotator's script would use it."""
-    url, token = labelstudio_server
-    return label_studio_sdk.LabelStudio(base_url=url, api_key=token)
-
-
 def tasks_of(client, title):
     """The project's tasks (as dicts) by item path, and the project's id."""
     (project,) = [p for p in client.projects.list(title=title) if p.title == title]

@@ -21,12 +21,6 @@ label_studio_sdk = pytest.importorskip("label_studio_sdk")
 
 
 @pytest.fixture
-def client(labelstudio_server):
-    url, token = labelstudio_server
-    return label_studio_sdk.LabelStudio(base_url=url, api_key=token)
-
-
-@pytest.fixture
 def annotators(client):
     """Three annotator accounts on the server (user ids), made once per server."""
     existing = {u.email: u.id for u in client.users.list()}
