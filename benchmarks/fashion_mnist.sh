@@ -3,7 +3,7 @@
 # /usr/share/datasets/fashion-mnist), a SimCLR backbone pretrained on it, and the paper's
 # linear-evaluation protocol on the frozen trunk's cached features.
 #
-#   bash benchmarks/fashion_mnist.sh            # the full run: ~4-5 h measured (pretraining ~49 min, a sweep run ~1.5 min), the machine to itself
+#   bash benchmarks/fashion_mnist.sh            # the full run: ~4-5 h from its measured parts (pretraining ~49 min, ~1.5 min a sweep run), the machine to itself
 #   SLICE=1 bash benchmarks/fashion_mnist.sh    # a small slice of every stage: 2.5 min on a busy machine
 #
 # Stages; each is skipped when its output exists, so running the command again continues:
