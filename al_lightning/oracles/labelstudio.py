@@ -128,16 +128,9 @@ def labelstudio_task_row(task: dict[str, Any], from_name: Optional[str] = None) 
     annotations = _finished(task)
     if not annotations:
         return None
-    latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-    chosen = [
-        str(choice)
-        for result in latest.get("result") or []
-        if result.get("type") == "choices" and (from_name is None or result.get("from_name") == from_name)
-        for choice in (result.get("value") or {}).get("choices") or []
-    ]
     data = task.get("data") or {}
     item = data.get("path", data.get("index", ""))
-    return LabelRow(line=f"task {task.get('id')}", item=str(item), label=", ".join(chosen) or NO_CHOICE)
+    return LabelRow(line=f"task {task.get('id')}", item=str(item), label=_chosen(max(annotations, key=_edited), from_name))
 
 
 def labelstudio_export_rows(path: str | os.PathLike, round: Optional[int] = None) -> list[LabelRow]:
@@ -706,20 +699,28 @@ def _item(task: dict[str, Any]) -> tuple[int, str]:
 def _annotator_answers(task: dict[str, Any], from_name: str) -> tuple[tuple[str, str], ...]:
     """(annotator, chosen class) per annotator: their latest annotation that was not skipped."""
     latest: dict[str, dict[str, Any]] = {}
-    for annotation in sorted(_finished(task), key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0)):
+    for annotation in sorted(_finished(task), key=_edited):
         who = annotation.get("completed_by")
         who = who.get("id") if isinstance(who, dict) else who
         latest[str(who if who is not None else f"annotation {annotation.get('id')}")] = annotation
-    answers = []
-    for who, annotation in latest.items():
-        chosen = [
-            str(choice)
-            for result in annotation.get("result") or []
-            if result.get("type") == "choices" and result.get("from_name") == from_name
-            for choice in (result.get("value") or {}).get("choices") or []
-        ]
-        answers.append((who, ", ".join(chosen) or NO_CHOICE))
-    return tuple(answers)
+    return tuple((who, _chosen(annotation, from_name)) for who, annotation in latest.items())
+
+
+def _edited(annotation: dict[str, Any]) -> tuple[str, int]:
+    """Sort key of annotations by when they were last edited (the id breaks ties)."""
+    return str(annotation.get("updated_at") or annotation.get("created_at") or ""), annotation.get("id") or 0
+
+
+def _chosen(annotation: dict[str, Any], from_name: Optional[str]) -> str:
+    """The class an annotation chose with the Choices tag ``from_name`` (any, where None); several
+    are joined and none is :data:`NO_CHOICE`, both of which :func:`match_labels` refuses."""
+    chosen = [
+        str(choice)
+        for result in annotation.get("result") or []
+        if result.get("type") == "choices" and (from_name is None or result.get("from_name") == from_name)
+        for choice in (result.get("value") or {}).get("choices") or []
+    ]
+    return ", ".join(chosen) or NO_CHOICE
 
 
 def _pool_root(query: Query) -> Path:
