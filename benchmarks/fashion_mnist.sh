@@ -129,9 +129,12 @@ cat "$RESULTS/probe.md"
 for setting in balanced lt10; do
   ratio=$([[ "$setting" == balanced ]] && echo 1 || echo 10)
   stage "sweep $setting: $STRATEGIES x seeds $SEEDS"
+  # Only last.ckpt per run (resume): a round checkpoint holds the frozen trunk too (44 MB), and
+  # 126 runs x 10 rounds of them would fill 54 GB; the reports read each run's rounds.csv.
   # shellcheck disable=SC2046
   python -m al_lightning.sweep --config features_linear.yaml --strategies "$STRATEGIES" --seeds "$SEEDS" \
-    --out "$WORK/sweep_$setting" $(trunk "$ratio" "$WORK/cache_$setting") "${HEAD[@]}" "${BUDGETS[@]}"
+    --out "$WORK/sweep_$setting" $(trunk "$ratio" "$WORK/cache_$setting") "${HEAD[@]}" "${BUDGETS[@]}" \
+    --al.save_round_checkpoints=false
   stage "report $setting -> $RESULTS/$setting"
   python -m al_lightning.report "$WORK/sweep_$setting" --out "$RESULTS/$setting"
 done

@@ -53,6 +53,9 @@ def check_outputs(work: Path) -> None:
         rows = final_rows(work / f"sweep_{setting}")
         assert sorted(rows) == ["base-seed0", "random-seed0"]
         assert all(int(r["num_labeled"]) == 60 and 0 < float(r["test_acc_top1"]) <= 1 for r in rows.values())
+        # Each run keeps only its last.ckpt: round checkpoints hold the 44 MB trunk each.
+        kept = sorted(p.name for p in (work / f"sweep_{setting}").glob("*/lightning_logs/*/checkpoints/*"))
+        assert kept == ["last.ckpt", "last.ckpt"], kept
         report = results / setting
         assert all((report / name).stat().st_size > 0 for name in FIGURES)
         summary = (report / "summary.md").read_text()
