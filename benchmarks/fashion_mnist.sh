@@ -3,12 +3,12 @@
 # /usr/share/datasets/fashion-mnist), a SimCLR backbone pretrained on it, and the paper's
 # linear-evaluation protocol on the frozen trunk's cached features.
 #
-#   bash benchmarks/fashion_mnist.sh            # the full run: ~4-5 h from its measured parts (pretraining ~49 min, ~1.5 min a sweep run), the machine to itself
-#   SLICE=1 bash benchmarks/fashion_mnist.sh    # a small slice of every stage: 2.5 min on a busy machine
+#   bash benchmarks/fashion_mnist.sh            # the full run: ~3.7 h measured (pretraining 49 min, 126 sweep runs of 0.6-3 min), the machine to itself
+#   SLICE=1 bash benchmarks/fashion_mnist.sh    # a small slice of every stage: 1.5 min quiet, 2.5 min busy
 #
 # Stages; each is skipped when its output exists, so running the command again continues:
 # 1. Pretraining: pretrain.py with configs/ssl/fashion_mnist_simclr.yaml (ResNet-18, 12 epochs
-#    over the 60,000 training images; ~55 min on our 2 cores, estimated from a few steps)
+#    over the 60,000 training images; 49 min on our 2 cores)
 #    -> WORK/simclr_resnet18.pt.
 # 2. Linear probes with every label (54,000; 6,000 held out for early stopping), the head,
 #    schedule and batch of configs/features_linear.yaml, at most 50 epochs: on the trunk's features (this run also fills the
@@ -21,7 +21,8 @@
 #    1,000 per round) scaled to where a linear head on 10 classes is still learning; pairwise
 #    strategies score a random 20,000 of the pool (--al.pairwise_subset, as the paper on ImageNet).
 # 4. The reports (python -m al_lightning.report): RESULTS/balanced/ and RESULTS/lt10/, the
-#    paper's figures and summary.md (accuracy and imbalance per budget).
+#    paper's figures and summary.md (accuracy and imbalance per budget), and in five/ the same
+#    for random, BASE, margin, TypiClust and BALD (the docs' figures).
 #
 # Environment: WORK (default sweeps/fashion_mnist, or sweeps/fashion_mnist_slice with SLICE=1)
 # holds checkpoints, caches and runs; RESULTS (default benchmarks/results/fashion_mnist, or
@@ -137,5 +138,14 @@ for setting in balanced lt10; do
     --al.save_round_checkpoints=false
   stage "report $setting -> $RESULTS/$setting"
   python -m al_lightning.report "$WORK/sweep_$setting" --out "$RESULTS/$setting"
+  # The docs' figures: five strategies, legible where 21 curves are not.
+  five=()
+  shopt -s nullglob  # the slice runs two of them
+  for strategy in random base margin typiclust bald; do
+    five+=("$WORK/sweep_$setting/$strategy"-seed*)
+  done
+  shopt -u nullglob
+  stage "report $setting, five strategies -> $RESULTS/$setting/five"
+  python -m al_lightning.report "${five[@]}" --out "$RESULTS/$setting/five"
 done
 stage "done: $RESULTS"

@@ -58,6 +58,7 @@ def check_outputs(work: Path) -> None:
         assert kept == ["last.ckpt", "last.ckpt"], kept
         report = results / setting
         assert all((report / name).stat().st_size > 0 for name in FIGURES)
+        assert "2 run(s)" in (report / "five" / "summary.md").read_text()  # the docs' five, of which the slice has 2
         summary = (report / "summary.md").read_text()
         top1 = summary.split("### Test top-1 accuracy")[1].split("###")[0]
         assert re.search(r"\| 60 \| 0\.\d{3} \(n=1\) \| 0\.\d{3} \(n=1\) \|", top1), top1
